@@ -1,0 +1,56 @@
+"""The event bus seam: one Protocol, an in-process and a Kafka implementation.
+
+Contract (both implementations, pinned by ``tests/events/test_bus_contract.py``):
+
+* ``publish(events)`` returns once every event is accepted by the bus (for Kafka:
+  acknowledged by the broker); events are keyed by ``resource.id`` so one
+  resource's events keep their order.
+* ``subscribe(group, handler)`` registers a consumer group before ``start()``.
+  Each group sees every event published after ``start()`` (and, on Kafka, what
+  the topic still retains and the group has not committed).
+* The handler receives batches. A batch is committed only after the handler
+  returns; if it raises, the same events are delivered again (at-least-once).
+  Handlers must therefore be idempotent on ``Event.id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from events.model import Event
+
+TOPIC = "runbell.events"
+
+BatchHandler = Callable[[list[Event]], Awaitable[None]]
+
+
+class EventBus(Protocol):
+    """Where events travel between ingestion, the store writer and the engine."""
+
+    url: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Publish a batch; returns once the bus holds all of it."""
+        ...
+
+    def subscribe(self, group: str, handler: BatchHandler, *, max_batch: int = 500) -> None:
+        """Register ``handler`` for consumer group ``group``; call before ``start()``."""
+        ...
+
+
+def bus_from_url(url: str, *, topic: str = TOPIC) -> EventBus:
+    """``memory://`` or ``kafka://host:port[,host:port]``."""
+    if url.startswith("memory://"):
+        from events._memory_bus import MemoryBus
+
+        return MemoryBus(url=url, topic=topic)
+    if url.startswith("kafka://"):
+        from events._kafka_bus import KafkaBus
+
+        return KafkaBus(url=url, topic=topic)
+    raise ValueError(f"unknown bus URL {url!r}: use memory:// or kafka://host:port")

@@ -1,0 +1,194 @@
+"""The event envelope: Prefect's shape with neutral keys.
+
+Lenient on the wire (unknown envelope fields are ignored, so newer producers do
+not break older consumers); strict about what the engine relies on: an id, an
+aware ``occurred``, a dotted name and a ``resource.id``.
+
+Prefect-shaped events (``prefect.`` names, ``prefect.resource.*`` labels) are
+normalised on the way in by dropping the prefix from the event name, label keys
+and resource ids. Names that arrived *without* the prefix are remembered in
+``origin.bare`` so :meth:`Event.to_prefect` gives back exactly what came in.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import orjson
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+MAX_EVENT_BYTES = 1_000_000
+MAX_LABELS = 500
+MAX_RELATED = 100
+
+PREFECT_PREFIX = "prefect."
+_RESOURCE_ID = "resource.id"
+_RESOURCE_ROLE = "resource.role"
+
+
+class Origin(BaseModel):
+    """Where a normalised event came from, kept so the conversion is lossless."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    kind: Literal["prefect"] = "prefect"
+    # Names that had no ``prefect.`` prefix at the source, tagged by namespace:
+    # "event:<name>", "label:<key>", "id:<resource id>".
+    bare: tuple[str, ...] = ()
+
+
+class Event(BaseModel):
+    """One thing that happened to one resource. ``id`` makes ingestion idempotent."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: UUID
+    occurred: AwareDatetime
+    event: str = Field(min_length=1, max_length=1024)
+    resource: dict[str, str]
+    related: list[dict[str, str]] = Field(default_factory=list)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    follows: UUID | None = None
+    received: AwareDatetime | None = None
+    origin: Origin | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise_prefect(cls, data: Any) -> Any:
+        if isinstance(data, dict) and _looks_prefect(data):
+            return _from_prefect(data)
+        return data
+
+    @field_validator("resource")
+    @classmethod
+    def _check_resource(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value.get(_RESOURCE_ID):
+            raise ValueError("resource needs a non-empty 'resource.id' label")
+        if len(value) > MAX_LABELS:
+            raise ValueError(f"resource has {len(value)} labels; the limit is {MAX_LABELS}")
+        return value
+
+    @field_validator("related")
+    @classmethod
+    def _check_related(cls, value: list[dict[str, str]]) -> list[dict[str, str]]:
+        if len(value) > MAX_RELATED:
+            raise ValueError(f"{len(value)} related resources; the limit is {MAX_RELATED}")
+        for index, labels in enumerate(value):
+            if not labels.get(_RESOURCE_ID) or not labels.get(_RESOURCE_ROLE):
+                raise ValueError(f"related[{index}] needs 'resource.id' and 'resource.role'")
+            if len(labels) > MAX_LABELS:
+                raise ValueError(
+                    f"related[{index}] has {len(labels)} labels; the limit is {MAX_LABELS}"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _check_size(self) -> Event:
+        # The payload dominates size; labels are bounded above.
+        size = len(orjson.dumps(self.payload)) + sum(
+            len(k) + len(v) for labels in (self.resource, *self.related) for k, v in labels.items()
+        )
+        if size > MAX_EVENT_BYTES:
+            raise ValueError(f"event is {size} bytes; the limit is {MAX_EVENT_BYTES}")
+        return self
+
+    # -- convenience -------------------------------------------------------
+    @property
+    def resource_id(self) -> str:
+        return self.resource[_RESOURCE_ID]
+
+    def related_by_role(self, role: str) -> list[dict[str, str]]:
+        return [labels for labels in self.related if labels.get(_RESOURCE_ROLE) == role]
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Event:
+        """Parse one event; raises :class:`ValueError` for malformed or oversized input."""
+        if len(raw) > MAX_EVENT_BYTES:
+            raise ValueError(f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")
+        return cls.model_validate(orjson.loads(raw))
+
+    def with_received(self, received: datetime) -> Event:
+        return self.model_copy(update={"received": received})
+
+    def to_prefect(self) -> dict[str, Any]:
+        """The Prefect wire shape of this event (inverse of the normalisation)."""
+        bare = set(self.origin.bare) if self.origin else set()
+
+        def name(kind: str, value: str) -> str:
+            return value if f"{kind}:{value}" in bare else PREFECT_PREFIX + value
+
+        def labels(source: dict[str, str]) -> dict[str, str]:
+            out: dict[str, str] = {}
+            for key, value in source.items():
+                if key == _RESOURCE_ID:
+                    value = name("id", value)
+                out[name("label", key)] = value
+            return out
+
+        return {
+            "occurred": _iso(self.occurred),
+            "event": name("event", self.event),
+            "resource": labels(self.resource),
+            "related": [labels(r) for r in self.related],
+            "payload": self.payload,
+            "id": str(self.id),
+            "follows": str(self.follows) if self.follows else None,
+            **({"received": _iso(self.received)} if self.received else {}),
+        }
+
+
+def _iso(moment: datetime) -> str:
+    text = moment.astimezone(UTC).isoformat()
+    return text.replace("+00:00", "Z")
+
+
+def _looks_prefect(data: dict[str, Any]) -> bool:
+    resource = data.get("resource")
+    return isinstance(resource, dict) and "prefect.resource.id" in resource
+
+
+def _from_prefect(data: dict[str, Any]) -> dict[str, Any]:
+    bare: list[str] = []
+
+    def strip(kind: str, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if value.startswith(PREFECT_PREFIX):
+            return value[len(PREFECT_PREFIX) :]
+        bare.append(f"{kind}:{value}")
+        return value
+
+    def labels(source: Any, where: str) -> Any:
+        if not isinstance(source, dict):
+            return source
+        out: dict[str, Any] = {}
+        for key, value in source.items():
+            new_key = strip("label", key)
+            if new_key in out:
+                raise ValueError(
+                    f"{where} has both '{key}' and '{PREFECT_PREFIX}{key}'; "
+                    "they would collide once the prefix is dropped"
+                )
+            out[new_key] = strip("id", value) if new_key == _RESOURCE_ID else value
+        return out
+
+    out = dict(data)
+    out["event"] = strip("event", data.get("event"))
+    out["resource"] = labels(data.get("resource"), "resource")
+    related = data.get("related")
+    if isinstance(related, list):
+        out["related"] = [labels(r, f"related[{i}]") for i, r in enumerate(related)]
+    out["origin"] = {"kind": "prefect", "bare": sorted(set(bare))}
+    return out
