@@ -1,0 +1,120 @@
+"""The event envelope: JSON round trip, limits, Prefect normalisation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from pydantic import ValidationError
+
+from events import MAX_EVENT_BYTES, MAX_LABELS, MAX_RELATED, Event
+
+SAMPLES = sorted((Path(__file__).parent.parent / "fixtures" / "prefect").glob("*.json"))
+
+
+def native(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": str(uuid4()),
+        "occurred": "2026-11-21T11:36:31.269221Z",
+        "event": "flow-run.Failed",
+        "resource": {"resource.id": "flow-run.1", "resource.name": "daft-wallaby"},
+        "related": [{"resource.id": "tag.production", "resource.role": "tag"}],
+        "payload": {"n": 1, "nested": {"list": [1, 2.5, None, "x"]}},
+    }
+    base.update(overrides)
+    return base
+
+
+def test_json_round_trip_is_exact() -> None:
+    """An event serialised and parsed again is equal to the original."""
+    event = Event.model_validate(native(follows=str(uuid4())))
+    assert Event.from_json(event.to_json()) == event
+
+
+def test_unknown_envelope_fields_are_ignored() -> None:
+    """Lenient on the wire: a newer producer's extra field does not break parsing."""
+    event = Event.model_validate(native(future_field={"x": 1}))
+    assert event.event == "flow-run.Failed"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"id": "not-a-uuid"}, "id"),
+        ({"occurred": "2026-11-21T11:36:31"}, "occurred"),
+        ({"resource": {"resource.name": "x"}}, "resource"),
+        ({"related": [{"resource.id": "tag.x"}]}, "related"),
+        ({"event": ""}, "event"),
+        ({"payload": [1, 2]}, "payload"),
+    ],
+)
+def test_invalid_fields_are_named(change: dict[str, Any], field: str) -> None:
+    """Each invalid field gets an error whose location names it."""
+    with pytest.raises(ValidationError) as info:
+        Event.model_validate(native(**change))
+    assert field in {str(err["loc"][0]) for err in info.value.errors()}
+
+
+def test_limits_are_enforced_with_clear_errors() -> None:
+    """More than 500 labels, 100 related resources or 1 MB is refused, saying which limit."""
+    labels = {"resource.id": "x", **{f"k{i}": "v" for i in range(MAX_LABELS)}}
+    with pytest.raises(ValidationError, match="limit is 500"):
+        Event.model_validate(native(resource=labels))
+    related = [{"resource.id": f"tag.{i}", "resource.role": "tag"} for i in range(MAX_RELATED + 1)]
+    with pytest.raises(ValidationError, match="limit is 100"):
+        Event.model_validate(native(related=related))
+    with pytest.raises(ValidationError, match="limit is 1000000"):
+        Event.model_validate(native(payload={"blob": "x" * MAX_EVENT_BYTES}))
+    with pytest.raises(ValueError, match="limit is 1000000"):
+        Event.from_json(b" " * (MAX_EVENT_BYTES + 1))
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.stem)
+def test_prefect_events_normalise_and_convert_back_losslessly(sample: Path) -> None:
+    """A real Prefect event loses its `prefect.` prefixes and to_prefect() restores it exactly."""
+    raw = json.loads(sample.read_text())
+    event = Event.model_validate(raw)
+    assert not event.event.startswith("prefect.")
+    assert all(not key.startswith("prefect.") for key in event.resource)
+    assert not event.resource_id.startswith("prefect.")
+    assert event.to_prefect() == raw
+    # and through our own wire format too
+    assert Event.from_json(event.to_json()).to_prefect() == raw
+
+
+def test_prefect_names_map_as_designed() -> None:
+    """prefect.flow-run.Failed → flow-run.Failed; prefect.tag.x → tag.x; labels lose the prefix."""
+    raw = json.loads((SAMPLES[0].parent / "flow_run_Failed_work_pool_deployment.json").read_text())
+    event = Event.model_validate(raw)
+    assert event.event == "flow-run.Failed"
+    assert event.resource["state-message"].startswith("Flow run encountered")
+    assert {"resource.id": "tag.lab", "resource.role": "tag"} in event.related
+    pool = event.related_by_role("work-pool")[0]
+    assert pool["work-pool.type"] == "process"
+
+
+def test_bare_names_in_prefect_events_survive() -> None:
+    """Custom (unprefixed) names in a Prefect event come back unprefixed."""
+    raw = {
+        "id": str(uuid4()),
+        "occurred": "2026-11-21T11:36:31.269221Z",
+        "event": "acme.pipeline.done",
+        "resource": {"prefect.resource.id": "acme.pipeline.7", "team": "data"},
+        "related": [],
+        "payload": {},
+        "follows": None,
+    }
+    event = Event.model_validate(raw)
+    assert event.event == "acme.pipeline.done"
+    assert event.resource == {"resource.id": "acme.pipeline.7", "team": "data"}
+    assert event.to_prefect() == raw
+
+
+def test_colliding_prefect_labels_are_refused() -> None:
+    """`prefect.x` and `x` on one resource cannot both survive normalisation: a clear error."""
+    raw = native(resource={"prefect.resource.id": "prefect.flow-run.1", "resource.id": "y"})
+    with pytest.raises(ValidationError, match="collide"):
+        Event.model_validate(raw)
