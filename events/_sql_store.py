@@ -1,0 +1,297 @@
+"""The SQL event store: one ``events`` table on SQLite (embedded) or PostgreSQL.
+
+The row keeps the whole event as the JSON :meth:`Event.to_json` produced, plus
+the columns that queries filter and sort on. ``seq`` is the insertion order: it
+breaks ties between equal timestamps, so ordering and cursors are total.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ColumnElement,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    Select,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    Uuid,
+    bindparam,
+    delete,
+    select,
+    tuple_,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from events.database import metadata
+from events.errors import StoreError
+from events.model import Event
+from events.store import EventPage, EventQuery
+
+MAX_QUERY_LIMIT = 1000
+_INSERT_PAGE = 500  # rows per INSERT statement: well under both drivers' bind-parameter limits
+
+
+class _UtcDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on both dialects.
+
+    SQLite has no time zone type: SQLAlchemy stores a fixed-width text
+    (``YYYY-MM-DD HH:MM:SS.ffffff``) and drops the offset, so values are
+    converted to UTC first; fixed width keeps text order equal to time order.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()}: pass a timezone-aware one")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+events_table = Table(
+    "events",
+    metadata,
+    # BIGINT on PostgreSQL; SQLite only auto-increments an "INTEGER PRIMARY KEY".
+    Column(
+        "seq",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("id", Uuid, nullable=False, unique=True),
+    Column("occurred", _UtcDateTime, nullable=False),
+    Column("received", _UtcDateTime, nullable=True),
+    Column("event", String(1024), nullable=False, index=True),
+    Column("resource_id", Text, nullable=False, index=True),
+    # Text, not JSONB: JSONB rejects "\u0000" in strings, which events may carry,
+    # and reading text back lets Event.model_validate_json take its fast path.
+    Column("data", Text, nullable=False),
+    Index("ix_events_occurred_seq", "occurred", "seq"),
+    Index("ix_events_received_seq", "received", "seq"),
+    # AUTOINCREMENT: seq is never reused after prune, so it stays insertion order.
+    sqlite_autoincrement=True,
+)
+
+
+class SqlEventStore:
+    """:class:`events.store.EventStore` on an async SQLAlchemy engine (SQLite or PostgreSQL).
+
+    The engine belongs to the caller (it may carry other packages' tables);
+    :meth:`stop` does not dispose of it.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._dialect = engine.dialect.name
+        if self._dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported database {self._dialect!r}: use SQLite or PostgreSQL")
+
+    async def start(self) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                await conn.run_sync(events_table.create, checkfirst=True)
+        except (SQLAlchemyError, OSError) as exc:
+            raise self._error("creating the events table", exc) from exc
+
+    async def stop(self) -> None:
+        return None
+
+    async def insert(self, events: Sequence[Event]) -> list[UUID]:
+        """Store new events, ignore known ids; the new ids in input order, committed on return."""
+        unique: dict[UUID, dict[str, Any]] = {}
+        for item in events:
+            if item.id not in unique:  # a batch may repeat an id: the first one wins
+                unique[item.id] = _row(item)
+        if not unique:
+            return []
+        rows = list(unique.values())
+        insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
+        stored: set[UUID] = set()
+        try:
+            # One transaction: either the whole batch is durable or none of it.
+            async with self._engine.begin() as conn:
+                for start in range(0, len(rows), _INSERT_PAGE):
+                    stmt = (
+                        insert(events_table)
+                        .values(rows[start : start + _INSERT_PAGE])
+                        .on_conflict_do_nothing(index_elements=["id"])
+                        .returning(events_table.c.id)
+                    )
+                    result = await conn.execute(stmt)
+                    stored.update(result.scalars())
+        except (SQLAlchemyError, OSError) as exc:
+            raise self._error(f"inserting {len(rows)} events", exc) from exc
+        return [event_id for event_id in unique if event_id in stored]
+
+    async def get(self, event_id: UUID) -> Event | None:
+        stmt = select(events_table.c.data).where(events_table.c.id == event_id)
+        rows = await self._fetch(stmt, f"reading event {event_id}")
+        return Event.model_validate_json(rows[0][0]) if rows else None
+
+    async def query(self, query: EventQuery) -> EventPage:
+        """Events matching ``query``, newest first (``occurred``, then ``seq``, descending)."""
+        if query.limit < 1:
+            raise ValueError(f"limit must be at least 1, got {query.limit}")
+        limit = min(query.limit, MAX_QUERY_LIMIT)
+        t = events_table.c
+        stmt = select(t.data, t.occurred, t.seq)
+        if query.name is not None:
+            stmt = stmt.where(self._name_matches(query.name))
+        if query.resource_id is not None:
+            stmt = stmt.where(t.resource_id == query.resource_id)
+        if query.since is not None:
+            stmt = stmt.where(t.occurred >= query.since)
+        if query.until is not None:
+            stmt = stmt.where(t.occurred < query.until)
+        if query.cursor is not None:
+            occurred, seq = decode_cursor(query.cursor)
+            after = tuple_(
+                bindparam("cursor_occurred", occurred, type_=_UtcDateTime),
+                bindparam("cursor_seq", seq, type_=BigInteger),
+            )
+            stmt = stmt.where(tuple_(t.occurred, t.seq) < after)
+        stmt = stmt.order_by(t.occurred.desc(), t.seq.desc()).limit(limit + 1)
+        rows = await self._fetch(stmt, "querying events")
+        page = rows[:limit]
+        next_cursor = None
+        if len(rows) > limit:
+            last = page[-1]
+            next_cursor = encode_cursor(last[1], last[2])
+        return EventPage(
+            events=[Event.model_validate_json(row[0]) for row in page],
+            next_cursor=next_cursor,
+        )
+
+    async def replay(self, after_received: datetime | None, limit: int = 1000) -> list[Event]:
+        """Events received strictly after ``after_received`` (all when ``None``), arrival order.
+
+        Events stored without ``received`` come only with a full replay, first.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        t = events_table.c
+        stmt = select(t.data)
+        if after_received is not None:
+            stmt = stmt.where(t.received > after_received)
+        stmt = stmt.order_by(t.received.asc().nulls_first(), t.seq.asc()).limit(limit)
+        rows = await self._fetch(stmt, "replaying events")
+        return [Event.model_validate_json(row[0]) for row in rows]
+
+    async def prune(self, older_than: datetime) -> int:
+        """Delete events that occurred before ``older_than``; how many were deleted."""
+        stmt = delete(events_table).where(events_table.c.occurred < older_than)
+        try:
+            async with self._engine.begin() as conn:
+                result = await conn.execute(stmt)
+        except (SQLAlchemyError, OSError) as exc:
+            raise self._error("pruning events", exc) from exc
+        return int(result.rowcount)
+
+    # -- internals -----------------------------------------------------------
+    def _name_matches(self, pattern: str) -> ColumnElement[bool]:
+        column = events_table.c.event
+        if "*" not in pattern and "?" not in pattern:
+            return column == pattern
+        if self._dialect == "sqlite":
+            # SQLite's LIKE ignores ASCII case; GLOB is case-sensitive and still uses
+            # the index for a literal prefix. PRAGMA case_sensitive_like would flip
+            # LIKE for every user of the connection and is deprecated upstream.
+            return column.op("GLOB")(glob_to_sqlite_glob(pattern))
+        return column.like(glob_to_like(pattern), escape="\\")
+
+    async def _fetch(self, stmt: Select[Any], action: str) -> list[Any]:
+        try:
+            async with self._engine.connect() as conn:
+                result = await conn.execute(stmt)
+                return list(result.all())
+        except (SQLAlchemyError, OSError) as exc:
+            raise self._error(action, exc) from exc
+
+    def _error(self, action: str, exc: BaseException) -> StoreError:
+        # SQLAlchemy's own message carries the SQL and parameters (event data);
+        # the driver's message is enough. Never let the password through.
+        cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        detail = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        password = self._engine.url.password
+        if password:
+            detail = detail.replace(str(password), "***")
+        return StoreError(
+            f"event store ({self._dialect}) failed {action}: {type(cause).__name__}: {detail}"
+        )
+
+
+def _row(item: Event) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "occurred": item.occurred,
+        "received": item.received,
+        "event": item.event,
+        "resource_id": item.resource_id,
+        "data": item.to_json().decode(),
+    }
+
+
+def glob_to_like(pattern: str) -> str:
+    """``*``/``?`` glob → LIKE pattern with ``\\`` as the escape character."""
+    out = []
+    for char in pattern:
+        if char == "*":
+            out.append("%")
+        elif char == "?":
+            out.append("_")
+        elif char in "%_\\":
+            out.append("\\" + char)
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def glob_to_sqlite_glob(pattern: str) -> str:
+    """``*``/``?`` glob → SQLite GLOB, where ``[`` would open a character class."""
+    return pattern.replace("[", "[[]")
+
+
+def encode_cursor(occurred: datetime, seq: int) -> str:
+    raw = f"{occurred.astimezone(UTC).isoformat()}|{seq}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    """Inverse of :func:`encode_cursor`; :class:`ValueError` for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment, seq_text = raw.split("|")
+        occurred = datetime.fromisoformat(moment)
+        seq = int(seq_text)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"malformed cursor {cursor[:64]!r}: pass back the next_cursor of a previous page"
+        ) from exc
+    if occurred.tzinfo is None or seq < 0:
+        raise ValueError(
+            f"malformed cursor {cursor[:64]!r}: pass back the next_cursor of a previous page"
+        )
+    return occurred, seq

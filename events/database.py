@@ -1,0 +1,107 @@
+"""One async SQLAlchemy engine per database, shared by every package's tables.
+
+Tables are declared on one shared metadata, :data:`metadata` (SQLModel's), so the
+event store and the automations state store live side by side on the same
+engine and :func:`create_all` creates all of them. A table exists in the metadata
+once the module that declares it is imported: the composition root imports the
+stores it wires before it calls :func:`create_all`. Core ``Table`` objects and
+``SQLModel`` classes with ``table=True`` may be mixed.
+
+URLs accepted (normalised to the async drivers):
+
+* ``sqlite:///./runbell.db`` and ``sqlite+aiosqlite:///...`` → aiosqlite
+* ``postgresql://...``, ``postgres://...`` and ``postgresql+asyncpg://...`` → asyncpg
+
+Credentials never reach a log or an error message: print :func:`redact_url`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import MetaData, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlmodel import SQLModel
+
+metadata: MetaData = SQLModel.metadata
+"""Every runbell table, whichever package declares it."""
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@")
+
+
+def normalise_url(url: str) -> URL:
+    """Parse ``url`` and point it at the async driver; :class:`ValueError` if unsupported."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise ValueError(
+            f"cannot parse database URL {redact_url(url)!r}: "
+            "use sqlite:///path.db or postgresql://user@host/db"
+        ) from exc
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise ValueError(
+            f"unsupported database URL scheme {parsed.drivername!r}: "
+            "use sqlite:///path.db or postgresql://user@host/db"
+        )
+    return parsed.set(drivername=driver)
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An :class:`AsyncEngine` for ``url`` (see the module docstring for accepted URLs).
+
+    Extra keyword arguments go to :func:`sqlalchemy.ext.asyncio.create_async_engine`.
+    """
+    target = normalise_url(url)
+    if target.get_backend_name() == "postgresql":
+        kwargs.setdefault("pool_pre_ping", True)
+    engine = create_async_engine(target, **kwargs)
+    if target.get_backend_name() == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Pragmas are per connection, so they are set on every new one.
+    # WAL + synchronous=NORMAL: a commit is in the WAL file (the OS page cache)
+    # when it returns, which survives a `kill -9` of the process at any instant —
+    # runbell's durability invariant. Only a power loss / OS crash may drop the
+    # last commits; use synchronous=FULL or PostgreSQL if that matters.
+    # busy_timeout: writers from other connections wait instead of failing at once.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+async def create_all(engine: AsyncEngine) -> None:
+    """Create every table registered in :data:`metadata` that does not exist yet."""
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+
+
+def redact_url(url: str | URL) -> str:
+    """``url`` with its password masked as ``***``; safe to log."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        # Not a URL SQLAlchemy understands: mask anything that looks like user:pass@.
+        return _USERINFO.sub(r"\g<scheme>\g<user>:***@", url)
