@@ -209,7 +209,7 @@ class CompiledTrigger:
         return self.after.matches_any_of(name)
 
     def bucket_key(self, event: Event) -> tuple[str, ...]:
-        return tuple(find_resource_label(event, label) or "" for label in self.for_each)
+        return bucket_key(self.for_each, event)
 
 
 def compile_trigger(trigger: EventTrigger) -> CompiledTrigger:

@@ -18,15 +18,12 @@ from sqlalchemy import (
     BigInteger,
     Column,
     ColumnElement,
-    DateTime,
-    Dialect,
     Index,
     Integer,
     Select,
     String,
     Table,
     Text,
-    TypeDecorator,
     Uuid,
     bindparam,
     delete,
@@ -37,38 +34,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from events.database import metadata
+from events.database import UtcDateTime, metadata
 from events.errors import StoreError
 from events.model import Event
 from events.store import EventPage, EventQuery
 
 MAX_QUERY_LIMIT = 1000
 _INSERT_PAGE = 500  # rows per INSERT statement: well under both drivers' bind-parameter limits
-
-
-class _UtcDateTime(TypeDecorator[datetime]):
-    """Aware datetimes in, aware UTC datetimes out, on both dialects.
-
-    SQLite has no time zone type: SQLAlchemy stores a fixed-width text
-    (``YYYY-MM-DD HH:MM:SS.ffffff``) and drops the offset, so values are
-    converted to UTC first; fixed width keeps text order equal to time order.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"naive datetime {value.isoformat()}: pass a timezone-aware one")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
 
 
 events_table = Table(
@@ -82,8 +54,8 @@ events_table = Table(
         autoincrement=True,
     ),
     Column("id", Uuid, nullable=False, unique=True),
-    Column("occurred", _UtcDateTime, nullable=False),
-    Column("received", _UtcDateTime, nullable=True),
+    Column("occurred", UtcDateTime, nullable=False),
+    Column("received", UtcDateTime, nullable=True),
     Column("event", String(1024), nullable=False, index=True),
     Column("resource_id", Text, nullable=False, index=True),
     # Text, not JSONB: JSONB rejects "\u0000" in strings, which events may carry,
@@ -169,7 +141,7 @@ class SqlEventStore:
         if query.cursor is not None:
             occurred, seq = decode_cursor(query.cursor)
             after = tuple_(
-                bindparam("cursor_occurred", occurred, type_=_UtcDateTime),
+                bindparam("cursor_occurred", occurred, type_=UtcDateTime),
                 bindparam("cursor_seq", seq, type_=BigInteger),
             )
             stmt = stmt.where(tuple_(t.occurred, t.seq) < after)

@@ -18,12 +18,14 @@ Credentials never reach a log or an error message: print :func:`redact_url`.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import MetaData, event
+from sqlalchemy import DateTime, Dialect, MetaData, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
 
 metadata: MetaData = SQLModel.metadata
@@ -105,3 +107,28 @@ def redact_url(url: str | URL) -> str:
     except (ArgumentError, ValueError):
         # Not a URL SQLAlchemy understands: mask anything that looks like user:pass@.
         return _USERINFO.sub(r"\g<scheme>\g<user>:***@", url)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on both dialects.
+
+    SQLite has no time zone type: SQLAlchemy stores a fixed-width text
+    (``YYYY-MM-DD HH:MM:SS.ffffff``) and drops the offset, so values are
+    converted to UTC first; fixed width keeps text order equal to time order.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()}: pass a timezone-aware one")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value

@@ -1,0 +1,178 @@
+"""The HTTP API (FastAPI). Everything but ``/health`` needs the bearer token."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
+
+from automations.service import Service
+from events.model import MAX_EVENT_BYTES, Event
+from events.store import EventQuery
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def create_app(service: Service, token: str, *, manage_lifecycle: bool = True) -> FastAPI:
+    """The API over ``service``; with ``manage_lifecycle`` the app starts and stops it."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            await service.start()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                await service.stop()
+
+    app = FastAPI(title="runbell", version="0.1.0", lifespan=lifespan)
+
+    def authorised(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        given = credentials.credentials if credentials else ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "missing or wrong bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    auth = [Depends(authorised)]
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/api/events", status_code=202, dependencies=auth)
+    async def post_events(request: Request) -> Response:
+        limit = service.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            return _too_large(f"body is {declared} bytes; the limit is {limit}")
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > limit:
+                return _too_large(f"body exceeds {limit} bytes")
+        events, problem = _parse_events(bytes(body))
+        if problem is not None:
+            return problem
+        ids = await service.ingest(events)
+        return JSONResponse({"accepted": [str(i) for i in ids]}, status_code=202)
+
+    @app.get("/api/events", dependencies=auth)
+    async def get_events(
+        name: str | None = None,
+        resource_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        try:
+            page = await service.store.query(
+                EventQuery(name, resource_id, since, until, limit, cursor)
+            )
+        except ValueError as exc:
+            raise HTTPException(422, [{"loc": ["query", "cursor"], "msg": str(exc)}]) from exc
+        return {
+            "events": [e.model_dump(mode="json", exclude_none=True) for e in page.events],
+            "next_cursor": page.next_cursor,
+        }
+
+    @app.get("/api/firings", dependencies=auth)
+    async def get_firings(
+        automation: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        firings = await service.state.firings(automation, limit)
+        return {
+            "firings": [
+                {
+                    "id": f.id,
+                    "automation": f.automation,
+                    "state": f.state,
+                    "at": f.at.isoformat(),
+                    "bucket": f.bucket,
+                    "event_ids": f.event_ids,
+                    "silenced": f.silenced,
+                }
+                for f in firings
+            ]
+        }
+
+    @app.get("/api/deliveries", dependencies=auth)
+    async def get_deliveries(
+        status_: Annotated[str | None, Query(alias="status")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        rows = await service.state.outbox(status_, limit)
+        return {
+            "deliveries": [
+                row.model_dump(
+                    mode="json",
+                    include={
+                        "id",
+                        "firing_id",
+                        "automation",
+                        "action_index",
+                        "status",
+                        "attempts",
+                        "created_at",
+                        "next_attempt_at",
+                        "last_error",
+                    },
+                )
+                for row in rows
+            ]
+        }
+
+    return app
+
+
+def _too_large(message: str) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=413)
+
+
+def _parse_events(body: bytes) -> tuple[list[Event], JSONResponse | None]:
+    """All or nothing: one bad event rejects the request and stores nothing."""
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return [], _unprocessable([{"loc": ["body"], "msg": f"malformed JSON: {exc}"}])
+    items = raw if isinstance(raw, list) else [raw]
+    events: list[Event] = []
+    errors: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        where: list[Any] = ["body", index] if isinstance(raw, list) else ["body"]
+        if not isinstance(item, dict):
+            errors.append({"loc": where, "msg": "an event must be a JSON object"})
+            continue
+        if len(orjson.dumps(item)) > MAX_EVENT_BYTES:
+            return [], _too_large(f"event at {where} is larger than {MAX_EVENT_BYTES} bytes")
+        try:
+            events.append(Event.model_validate(item))
+        except ValidationError as exc:
+            errors.extend(
+                {"loc": [*where, *err["loc"]], "msg": err["msg"], "type": err["type"]}
+                for err in exc.errors(include_url=False, include_input=False)
+            )
+        except ValueError as exc:
+            errors.append({"loc": where, "msg": str(exc)})
+    if not items:
+        errors.append({"loc": ["body"], "msg": "no events: send an event object or a list"})
+    return events, (_unprocessable(errors) if errors else None)
+
+
+def _unprocessable(errors: list[dict[str, Any]]) -> JSONResponse:
+    return JSONResponse({"detail": errors}, status_code=422)

@@ -1,0 +1,154 @@
+"""The composition root: wires store, bus, engine, dispatcher and notifiers.
+
+Two shapes, one code path:
+
+* **embedded** (``memory://`` bus, SQLite by default): ingestion writes events
+  to the store *before* answering, then hands them to the in-process bus; the
+  store is the durable log. On start the engine is handed every stored event
+  that arrived after its last durable checkpoint, so a ``kill -9`` at any
+  instant loses nothing, and processed ids plus deterministic firing ids make
+  the overlap harmless.
+* **kafka**: ingestion answers once the broker has acknowledged the events; a
+  ``runbell-store`` consumer group writes them to the store and the
+  ``runbell-engine`` group evaluates them. Offsets are committed after the
+  handlers' writes are durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from uuid import UUID
+
+import structlog
+
+from automations.dispatcher import Dispatcher
+from automations.engine import CHECKPOINT, Engine
+from automations.settings import Settings
+from automations.spec import Config
+from automations.state import PROCESSED_RETENTION, StateStore
+from events._sql_store import SqlEventStore
+from events.bus import EventBus, bus_from_url
+from events.clock import Clock, SystemClock
+from events.database import create_engine, redact_url
+from events.model import Event
+from events.store import EventStore
+from notifiers import AppriseNotifier, Notifier
+
+log = structlog.get_logger("runbell.service")
+
+ENGINE_GROUP = "runbell-engine"
+STORE_GROUP = "runbell-store"
+_REPLAY_PAGE = 1000
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        notifiers: Mapping[str, Notifier] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.db = create_engine(settings.database_url)
+        self.store: EventStore = SqlEventStore(self.db)
+        self.state = StateStore(self.db)
+        self.bus: EventBus = bus_from_url(settings.bus_url)
+        channels = (
+            dict(notifiers)
+            if notifiers is not None
+            else {name: AppriseNotifier(ch.url) for name, ch in config.channels.items()}
+        )
+        self.dispatcher = Dispatcher(self.state, channels, self.clock)
+        self.engine = Engine(config, self.state, self.clock, on_intents=self.dispatcher.wake)
+        self._ingest_lock = asyncio.Lock()
+        self._last_received: datetime | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.store.start()
+        await self.state.create_tables()
+        self.bus.subscribe(ENGINE_GROUP, self.engine.handle)
+        if not self.settings.embedded:
+            self.bus.subscribe(STORE_GROUP, self._store_batch)
+        await self.bus.start()
+        if self.settings.embedded:
+            await self._recover()
+        await self.dispatcher.start(exclusive=self.settings.embedded)
+        self._housekeeping = asyncio.create_task(self._prune_forever(), name="runbell-retention")
+        log.info(
+            "service_started",
+            bus=self.settings.bus_url,
+            database=redact_url(self.settings.database_url),
+            automations=len(self.config.automations),
+            channels=len(self.config.channels),
+        )
+
+    async def stop(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        await self.dispatcher.stop()
+        await self.bus.stop()
+        await self.store.stop()
+        await self.db.dispose()
+
+    async def ingest(self, events: Sequence[Event]) -> list[UUID]:
+        """Accept events; returns once they are durable (store or broker)."""
+        stamped: list[Event] = []
+        async with self._ingest_lock:
+            for event in events:
+                stamped.append(event.with_received(self._next_received()))
+            if self.settings.embedded:
+                # Store first, then the bus, under one lock: bus order is
+                # arrival order, which the recovery watermark relies on.
+                new = set(await self.store.insert(stamped))
+                await self.bus.publish([e for e in stamped if e.id in new])
+            else:
+                await self.bus.publish(stamped)
+        return [e.id for e in events]
+
+    def _next_received(self) -> datetime:
+        now = self.clock.now()
+        if self._last_received is not None and now <= self._last_received:
+            now = self._last_received + timedelta(microseconds=1)
+        self._last_received = now
+        return now
+
+    async def _store_batch(self, events: list[Event]) -> None:
+        await self.store.insert(events)
+
+    async def _recover(self) -> None:
+        """Hand the engine what arrived after its last durable checkpoint."""
+        watermark = await self.state.checkpoint(CHECKPOINT)
+        replayed = 0
+        while True:
+            page = await self.store.replay(watermark, limit=_REPLAY_PAGE)
+            if not page:
+                break
+            await self.bus.publish(page)
+            replayed += len(page)
+            watermark = page[-1].received
+            if self._last_received is None or (watermark and watermark > self._last_received):
+                self._last_received = watermark
+        if replayed:
+            log.info("engine_recovery", replayed=replayed)
+
+    async def _prune_forever(self) -> None:
+        while True:
+            now = self.clock.now()
+            try:
+                pruned = await self.store.prune(now - self.settings.retention)
+                await self.state.prune_processed(now - max(PROCESSED_RETENTION, timedelta(0)))
+                if pruned:
+                    log.info("events_pruned", count=pruned)
+            except Exception as exc:  # retention must never stop the service
+                log.error("retention_failed", error=str(exc))
+            await self.clock.sleep_until(now + timedelta(hours=1))

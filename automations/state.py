@@ -1,0 +1,338 @@
+"""Durable engine state: firings, the action outbox, delivery attempts, processed ids.
+
+Invariants (see automations/CONTRACTS.md):
+
+* A firing's id is deterministic (:func:`firing_id`), and the firing, its action
+  intents, the processed event ids and the checkpoint are written in ONE
+  transaction (:meth:`StateStore.commit_batch`). The bus offset is committed
+  only after that transaction, so a crash at any instant either loses nothing
+  (the batch is redelivered) or doubles nothing (ids already present are ignored).
+* An outbox row's id is ``<firing id>:<action index>`` and doubles as the
+  idempotency key handed to the target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from sqlalchemy import JSON, BigInteger, Column, String, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlmodel import Field, SQLModel
+
+from events.database import UtcDateTime
+
+_NS = uuid5(NAMESPACE_URL, "https://runbell.dev/firing")
+
+
+def firing_id(automation: str, trigger: int, bucket: str, event_id: UUID | str, state: str) -> str:
+    """Same automation, trigger, bucket, triggering event and state → same id, always."""
+    return str(uuid5(_NS, f"{automation}\x1f{trigger}\x1f{bucket}\x1f{event_id}\x1f{state}"))
+
+
+class FiringRow(SQLModel, table=True):
+    __tablename__ = "firings"
+
+    id: str = Field(primary_key=True, max_length=64)
+    automation: str = Field(index=True, max_length=512)
+    state: str = Field(max_length=16)  # triggered | resolved
+    at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False, index=True))
+    bucket: dict[str, str] = Field(sa_column=Column(JSON, nullable=False))
+    event_ids: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    silenced: bool = False
+    context: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class OutboxRow(SQLModel, table=True):
+    __tablename__ = "action_outbox"
+
+    id: str = Field(primary_key=True, max_length=80)  # "<firing id>:<action index>"
+    firing_id: str = Field(index=True, max_length=64)
+    automation: str = Field(max_length=512)
+    action_index: int
+    action: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    status: str = Field(index=True, max_length=16)  # pending | sending | sent | dead
+    attempts: int = 0
+    created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    next_attempt_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False, index=True))
+    last_error: str | None = Field(default=None, sa_column=Column(String(2000), nullable=True))
+
+
+class AttemptRow(SQLModel, table=True):
+    __tablename__ = "delivery_attempts"
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(
+            BigInteger().with_variant(sqlite.INTEGER(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+    )
+    outbox_id: str = Field(index=True, max_length=80)
+    attempt: int
+    at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    ok: bool
+    retryable: bool
+    status_code: int | None = None
+    latency_ms: float
+    target: str = Field(max_length=2000)
+    reason: str = Field(max_length=2000)
+
+
+class ProcessedRow(SQLModel, table=True):
+    __tablename__ = "processed_events"
+
+    event_id: str = Field(primary_key=True, max_length=36)
+    at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False, index=True))
+
+
+class CheckpointRow(SQLModel, table=True):
+    __tablename__ = "engine_checkpoints"
+
+    name: str = Field(primary_key=True, max_length=200)
+    received: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    id: str
+    automation: str
+    state: str
+    at: datetime
+    bucket: dict[str, str]
+    event_ids: list[str]
+    context: dict[str, Any]  # what templates see: the triggering events, JSON-shaped
+    silenced: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """One action owed for one firing."""
+
+    firing_id: str
+    automation: str
+    action_index: int
+    action: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return f"{self.firing_id}:{self.action_index}"
+
+
+def _insert_ignore(conn: AsyncConnection, table: Any) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+class StateStore:
+    """Engine and dispatcher state on the same database as the event store."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def create_tables(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(SQLModel.metadata.create_all)
+
+    # -- engine side -------------------------------------------------------
+    async def unprocessed(self, event_ids: Sequence[UUID]) -> set[UUID]:
+        if not event_ids:
+            return set()
+        wanted = [str(i) for i in event_ids]
+        table = ProcessedRow.__table__  # type: ignore[attr-defined]
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(table.c.event_id).where(table.c.event_id.in_(wanted)))
+            seen = {r[0] for r in rows}
+        return {i for i in event_ids if str(i) not in seen}
+
+    async def commit_batch(
+        self,
+        *,
+        processed: Iterable[UUID],
+        firings: Sequence[Firing],
+        intents: Sequence[Intent],
+        now: datetime,
+        checkpoint: tuple[str, datetime] | None,
+    ) -> None:
+        """Write a batch's outcome atomically; duplicates of earlier writes are ignored."""
+        processed_rows = [{"event_id": str(i), "at": now} for i in processed]
+        async with self.engine.begin() as conn:
+            if processed_rows:
+                stmt = _insert_ignore(conn, ProcessedRow.__table__)  # type: ignore[attr-defined]
+                await conn.execute(stmt.on_conflict_do_nothing(), processed_rows)
+            if firings:
+                stmt = _insert_ignore(conn, FiringRow.__table__)  # type: ignore[attr-defined]
+                await conn.execute(
+                    stmt.on_conflict_do_nothing(),
+                    [
+                        {
+                            "id": f.id,
+                            "automation": f.automation,
+                            "state": f.state,
+                            "at": f.at,
+                            "bucket": f.bucket,
+                            "event_ids": f.event_ids,
+                            "silenced": f.silenced,
+                            "context": f.context,
+                        }
+                        for f in firings
+                    ],
+                )
+            if intents:
+                stmt = _insert_ignore(conn, OutboxRow.__table__)  # type: ignore[attr-defined]
+                await conn.execute(
+                    stmt.on_conflict_do_nothing(),
+                    [
+                        {
+                            "id": i.id,
+                            "firing_id": i.firing_id,
+                            "automation": i.automation,
+                            "action_index": i.action_index,
+                            "action": i.action,
+                            "status": "pending",
+                            "attempts": 0,
+                            "created_at": now,
+                            "next_attempt_at": now,
+                            "last_error": None,
+                        }
+                        for i in intents
+                    ],
+                )
+            if checkpoint is not None:
+                name, received = checkpoint
+                stmt = _insert_ignore(conn, CheckpointRow.__table__)  # type: ignore[attr-defined]
+                await conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["name"], set_={"received": received}
+                    ),
+                    [{"name": name, "received": received}],
+                )
+
+    async def checkpoint(self, name: str) -> datetime | None:
+        table = CheckpointRow.__table__  # type: ignore[attr-defined]
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(table.c.received).where(table.c.name == name))).first()
+        return row[0] if row else None
+
+    async def prune_processed(self, older_than: datetime) -> None:
+        table = ProcessedRow.__table__  # type: ignore[attr-defined]
+        async with self.engine.begin() as conn:
+            await conn.execute(table.delete().where(table.c.at < older_than))
+
+    # -- dispatcher side ---------------------------------------------------
+    async def due(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
+        """Outbox rows owed now: pending, or 'sending' left over by a crash (in doubt)."""
+        table = OutboxRow.__table__  # type: ignore[attr-defined]
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(table)
+                .where(table.c.status.in_(("pending", "sending")))
+                .where(table.c.next_attempt_at <= now)
+                .order_by(table.c.next_attempt_at)
+                .limit(limit)
+            )
+            return [OutboxRow.model_validate(dict(r._mapping)) for r in rows]
+
+    async def next_due_at(self) -> datetime | None:
+        table = OutboxRow.__table__  # type: ignore[attr-defined]
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(func.min(table.c.next_attempt_at)).where(
+                        table.c.status.in_(("pending", "sending"))
+                    )
+                )
+            ).first()
+        return row[0] if row and row[0] else None
+
+    async def claim(self, row: OutboxRow, attempt: int, lease_until: datetime) -> bool:
+        """Take ``row`` for one attempt; False when another dispatcher already did."""
+        table = OutboxRow.__table__  # type: ignore[attr-defined]
+        async with self.engine.begin() as conn:
+            claimed = await conn.execute(
+                update(table)
+                .where(table.c.id == row.id)
+                .where(table.c.attempts == row.attempts)
+                .where(table.c.status.in_(("pending", "sending")))
+                .values(status="sending", attempts=attempt, next_attempt_at=lease_until)
+            )
+        return bool(claimed.rowcount == 1)
+
+    async def release_in_flight(self, now: datetime) -> None:
+        """Attempts left 'sending' by a crashed process are owed again now."""
+        table = OutboxRow.__table__  # type: ignore[attr-defined]
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(table)
+                .where(table.c.status == "sending")
+                .values(status="pending", next_attempt_at=now)
+            )
+
+    async def record_attempt(
+        self,
+        outbox_id: str,
+        attempt: AttemptRow,
+        *,
+        status: str,
+        next_attempt_at: datetime | None,
+        error: str | None,
+    ) -> None:
+        outbox = OutboxRow.__table__  # type: ignore[attr-defined]
+        attempts = AttemptRow.__table__  # type: ignore[attr-defined]
+        values: dict[str, Any] = {"status": status, "last_error": error}
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = next_attempt_at
+        async with self.engine.begin() as conn:
+            await conn.execute(attempts.insert(), [attempt.model_dump(exclude={"id"})])
+            await conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(**values))
+
+    async def firing(self, firing_id_: str) -> Firing | None:
+        table = FiringRow.__table__  # type: ignore[attr-defined]
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(table).where(table.c.id == firing_id_))).first()
+        return _firing(row._mapping) if row else None
+
+    async def firings(self, automation: str | None = None, limit: int = 100) -> list[Firing]:
+        table = FiringRow.__table__  # type: ignore[attr-defined]
+        stmt = select(table).order_by(table.c.at.desc()).limit(min(limit, 1000))
+        if automation:
+            stmt = stmt.where(table.c.automation == automation)
+        async with self.engine.connect() as conn:
+            return [_firing(r._mapping) for r in await conn.execute(stmt)]
+
+    async def outbox(self, status: str | None = None, limit: int = 100) -> list[OutboxRow]:
+        table = OutboxRow.__table__  # type: ignore[attr-defined]
+        stmt = select(table).order_by(table.c.created_at.desc()).limit(min(limit, 1000))
+        if status:
+            stmt = stmt.where(table.c.status == status)
+        async with self.engine.connect() as conn:
+            return [OutboxRow.model_validate(dict(r._mapping)) for r in await conn.execute(stmt)]
+
+    async def attempts(self, outbox_id: str | None = None, limit: int = 100) -> list[AttemptRow]:
+        table = AttemptRow.__table__  # type: ignore[attr-defined]
+        stmt = select(table).order_by(table.c.id.desc()).limit(min(limit, 1000))
+        if outbox_id:
+            stmt = stmt.where(table.c.outbox_id == outbox_id)
+        async with self.engine.connect() as conn:
+            return [AttemptRow.model_validate(dict(r._mapping)) for r in await conn.execute(stmt)]
+
+
+def _firing(row: Any) -> Firing:
+    return Firing(
+        id=row["id"],
+        automation=row["automation"],
+        state=row["state"],
+        at=row["at"],
+        bucket=row["bucket"],
+        event_ids=row["event_ids"],
+        context=row["context"],
+        silenced=row["silenced"],
+    )
+
+
+PROCESSED_RETENTION = timedelta(days=2)
