@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.integration.postgres"]
+pytest_plugins = ["tests.integration.postgres", "tests.integration.http_receiver"]

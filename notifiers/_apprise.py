@@ -1,0 +1,212 @@
+"""Any Apprise URL as a ``Notifier``: one attempt, outcome translated to ``SendResult``."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import re
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import unquote
+
+import apprise
+
+from notifiers.channel import is_retryable_status
+from notifiers.errors import ChannelConfigError
+from notifiers.model import Message, SendResult
+
+__all__ = ["AppriseNotifier"]
+
+if sys.version_info < (3, 13):
+    # Apprise's email plugin (loaded lazily, on the first URL parsed) imports
+    # the stdlib ``imghdr`` for pgpy; Python 3.11/3.12 warn that it is
+    # deprecated, which our warnings-as-errors turns into a failed URL parse.
+    # Importing it once here, with that one warning silenced, keeps the
+    # warning out of every later import. Remove with Python 3.13.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "'imghdr' is deprecated", DeprecationWarning)
+        importlib.import_module("imghdr")
+
+# Apprise's HTTP plugins log failures as "... error=500." and expose no status
+# code otherwise; this is the only place it can be read from.
+_STATUS_IN_LOG = re.compile(r"\berror=(\d{3})\b")
+_SOCKET_SLACK = 0.5
+# Extra time beyond Apprise's own call deadline before we stop waiting for it.
+_BACKSTOP_GRACE = 1.5
+
+_FORMATS = {
+    "text": apprise.NotifyFormat.TEXT,
+    "markdown": apprise.NotifyFormat.MARKDOWN,
+    "html": apprise.NotifyFormat.HTML,
+}
+
+
+class _UrlPartsScrubber(logging.Filter):
+    """Scrubs the URL being parsed out of Apprise's log records, on this thread only.
+
+    Apprise's privacy masking does not cover its parse errors: the Slack plugin
+    logs ``An invalid Slack (first) Token (<token>) was specified.`` verbatim.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = threading.local()
+
+    @contextmanager
+    def scrubbing(self, url: str) -> Iterator[None]:
+        self._local.parts = _url_parts(url)
+        try:
+            yield
+        finally:
+            self._local.parts = ()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        parts: tuple[str, ...] = getattr(self._local, "parts", ())
+        if parts:
+            text = record.getMessage()
+            for part in parts:
+                text = text.replace(part, "***")
+            record.msg, record.args = text, None
+        return True
+
+
+def _url_parts(url: str) -> tuple[str, ...]:
+    """Every piece of a URL but its scheme, longest first (all may be credentials)."""
+    rest = url.partition("://")[2]
+    pieces = {rest, url}
+    for piece in re.split(r"[/@:?&=#]", rest):
+        pieces.update({piece, unquote(piece)})
+    return tuple(sorted((p for p in pieces if len(p) >= 4), key=len, reverse=True))
+
+
+_scrubber = _UrlPartsScrubber()
+logging.getLogger("apprise").addFilter(_scrubber)
+
+
+def _scheme(url: str) -> str:
+    scheme, sep, _ = url.partition("://")
+    if not sep or not scheme.replace("+", "").replace("-", "").isalnum():
+        raise ChannelConfigError(
+            "channel URL is not a URL (expected scheme://...); see https://appriseit.com/services/"
+        )
+    return scheme.lower()
+
+
+class AppriseNotifier:
+    """Delivers to one Apprise URL (``slack://``, ``mailto://``, ``json://``, ...).
+
+    The URL is validated at construction (``ChannelConfigError`` names only
+    the scheme). Apprise's own retries (``?retry=N``) and client-side
+    throttling are switched off: the delivery pipeline owns both. Each
+    ``send`` runs Apprise in a worker thread with Apprise's call deadline set
+    to ``timeout`` seconds (the URL's own ``cto``/``rto`` are overridden to
+    just above it), and an asyncio backstop 1.5 s later.
+
+    Apprise reports no HTTP status and no ``Retry-After``: the status code is
+    read from Apprise's failure log line when it has one (``error=404``);
+    a failure without one is treated as retryable.
+    """
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        if not timeout > 0:
+            raise ValueError("timeout must be positive")
+        scheme = _scheme(url)
+        asset = apprise.AppriseAsset(secure_logging=True)
+        try:
+            with _scrubber.scrubbing(url):
+                plugin = apprise.Apprise.instantiate(url, asset=asset, suppress_exceptions=True)
+        except Exception as exc:  # Apprise validates inside plugin constructors
+            raise ChannelConfigError(
+                f"channel URL with scheme {scheme!r} is invalid ({type(exc).__name__})"
+            ) from None
+        if plugin is None:
+            raise ChannelConfigError(
+                f"channel URL with scheme {scheme!r} is unsupported or malformed; "
+                "check it against https://appriseit.com/services/"
+            )
+        # One attempt per send, no client-side sleeping: retry and rate limit
+        # are pipeline stages, and a hidden sleep would eat the send timeout.
+        plugin.retry = 0
+        plugin.request_rate_per_sec = 0
+        # Apprise's call deadline (``notify(timeout=...)``) reports TIMEOUT, but
+        # only if the plugin's own socket timeouts do not fire first: those
+        # surface as a bare "Connection error". So sockets get a little longer
+        # than the deadline, which still bounds the abandoned worker thread.
+        plugin.socket_connect_timeout = timeout + _SOCKET_SLACK
+        plugin.socket_read_timeout = timeout + _SOCKET_SLACK
+
+        self._timeout = timeout
+        self._apprise = apprise.Apprise(asset=asset)
+        self._apprise.add(plugin)
+        # The privacy URL minus its query, which is Apprise's option noise
+        # (retry=0&wait=0.5&...) and the likeliest place for a stray secret.
+        privacy_url = plugin.url(privacy=True)  # type: ignore[no-untyped-call]  # untyped in apprise
+        self._target: str = str(privacy_url).split("?", 1)[0]
+
+    @property
+    def target(self) -> str:
+        """Masked channel URL, e.g. ``json://user:****@host/path``."""
+        return self._target
+
+    def __repr__(self) -> str:
+        return f"AppriseNotifier({self._target!r})"
+
+    async def send(self, message: Message, *, idempotency_key: str) -> SendResult:
+        """One delivery attempt; ``idempotency_key`` is not forwarded (Apprise has no slot)."""
+        started = time.perf_counter()
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._notify, message, started),
+                self._timeout + _BACKSTOP_GRACE,
+            )
+        except TimeoutError:
+            return self._failed(started, f"timed out after {self._timeout:g}s", retryable=True)
+        except Exception as exc:  # a plugin bug must not escape as an exception
+            return self._failed(started, f"apprise raised {type(exc).__name__}", retryable=True)
+
+    def _notify(self, message: Message, started: float) -> SendResult:
+        result = self._apprise.notify(
+            body=message.body,
+            title=message.subject,
+            body_format=_FORMATS[message.format],
+            timeout=self._timeout,
+        )
+        with result:
+            status = result.status
+            lines = [entry.message for entry in result.logs()]
+        if status == apprise.AppriseResultStatus.SUCCESS:
+            return SendResult.success(self._target, _elapsed_ms(started))
+        if status == apprise.AppriseResultStatus.TIMEOUT:
+            return self._failed(started, f"timed out after {self._timeout:g}s", retryable=True)
+        reason = lines[-1] if lines else f"apprise reported {status.name} without a reason"
+        code = _status_code(lines)
+        retryable = True if code is None else is_retryable_status(code)
+        return self._failed(started, reason, retryable=retryable, status_code=code)
+
+    def _failed(
+        self, started: float, reason: str, *, retryable: bool, status_code: int | None = None
+    ) -> SendResult:
+        return SendResult.failure(
+            self._target,
+            _elapsed_ms(started),
+            reason=reason,
+            retryable=retryable,
+            status_code=status_code,
+        )
+
+
+def _status_code(lines: list[str]) -> int | None:
+    for line in reversed(lines):
+        match = _STATUS_IN_LOG.search(line)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def _elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0

@@ -1,0 +1,264 @@
+"""Sandboxed Jinja for message templates, with hard limits on what a template may cost.
+
+Templates are written by people in YAML and rendered with event data, so they
+are untrusted code:
+
+* **Sandbox**: ``ImmutableSandboxedEnvironment``: no dunder or private
+  attributes, no mutating lists/dicts of the context. A violation is a
+  ``TemplateError``, never a silently empty string.
+* **Missing data renders empty, typos fail.** A missing key or attribute of
+  something that exists (``event.resource['team']``, ``event.payload.x.y``)
+  renders as ``""``, as Prefect does, because labels and payloads vary per
+  event. An unknown top-level name (``{{ evnt.id }}``) is a typo and raises
+  ``TemplateError``. Use ``{% if x is defined %}`` or ``|default`` to branch.
+* **Limits**: ``range`` yields at most ``MAX_RANGE`` items, ``*`` cannot build
+  a string/list over ``MAX_SEQUENCE`` items, ``**`` exponents are capped, and
+  a render that runs past its ``timeout`` is stopped (the render thread gets
+  an asynchronous exception, which interrupts any pure-Python loop).
+* Autoescape is off: messages are text/markdown; HTML channels escape at the channel.
+
+Compiled templates are cached per source string.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import json
+import math
+import threading
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import ChainableUndefined, TemplateSyntaxError, UndefinedError, pass_context
+from jinja2.exceptions import SecurityError, TemplateRuntimeError
+from jinja2.runtime import Context
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import missing
+
+from notifiers.errors import TemplateError
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_RANGE",
+    "MAX_SEQUENCE",
+    "check_syntax",
+    "humanize",
+    "render",
+]
+
+MAX_RANGE = 1_000
+MAX_SEQUENCE = 100_000
+MAX_EXPONENT = 1_000
+DEFAULT_TIMEOUT = 1.0
+# How long to wait for an interrupted render thread to unwind before giving up on it.
+_UNWIND_GRACE = 0.5
+
+
+class _RenderTimeout(BaseException):
+    """Raised inside a render thread to stop it; BaseException so templates' callers
+    and Jinja's own ``except Exception`` handlers cannot swallow it."""
+
+
+class _Undefined(ChainableUndefined):
+    """Missing key/attribute of a real object renders empty; unknown names and
+    sandbox refusals raise (see module docstring)."""
+
+    __slots__ = ()
+
+    def _must_fail(self) -> bool:
+        # A hint is set by the sandbox ("access to attribute ... is unsafe").
+        return self._undefined_obj is missing or self._undefined_hint is not None
+
+    def __str__(self) -> str:
+        if self._must_fail():
+            self._fail_with_undefined_error()
+        return ""
+
+    def __iter__(self) -> Any:
+        if self._must_fail():
+            self._fail_with_undefined_error()
+        return iter(())
+
+    def __bool__(self) -> bool:
+        if self._undefined_hint is not None:
+            self._fail_with_undefined_error()
+        return False
+
+
+def _capped_range(*args: int) -> range:
+    rng = range(*args)
+    if len(rng) > MAX_RANGE:
+        raise SecurityError(f"range() of {len(rng)} items exceeds the limit of {MAX_RANGE}")
+    return rng
+
+
+def humanize(value: Any) -> str:
+    """Render a duration (``timedelta`` or seconds) as e.g. ``"3m 20s"``.
+
+    At most the two most significant units are shown (``"1d 2h"``); under a
+    second renders in milliseconds. ``None``/undefined renders empty.
+    """
+    if value is None or isinstance(value, ChainableUndefined):
+        return ""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not math.isfinite(seconds):
+        return str(seconds)
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    if seconds < 1:
+        return f"{sign}{round(seconds * 1000)}ms"
+    remaining = round(seconds)
+    parts: list[str] = []
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        count, remaining = divmod(remaining, size)
+        if count or parts:
+            parts.append(f"{count}{unit}")
+        if len(parts) == 2:
+            break
+    return sign + " ".join(p for p in parts if not p.startswith("0"))
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, ChainableUndefined):
+        return None
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    return str(value)
+
+
+def _tojson(value: Any, indent: int | None = None) -> str:
+    """JSON without HTML escaping (messages are not HTML); models dump as JSON."""
+    if isinstance(value, ChainableUndefined):
+        value = None
+    return json.dumps(value, default=_to_jsonable, indent=indent, ensure_ascii=False)
+
+
+@pass_context
+def _ui_url(context: Context, resource_id: Any) -> str:
+    """Link to a resource in the UI: ``{ui_base_url}/resources/{id}``; empty without a base."""
+    base = context.get("ui_base_url")
+    if not base or isinstance(base, ChainableUndefined) or not resource_id:
+        return ""
+    return f"{str(base).rstrip('/')}/resources/{quote(str(resource_id), safe='')}"
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, (str, list, tuple))
+                    and isinstance(n, int)
+                    and len(seq) * n > MAX_SEQUENCE
+                ):
+                    raise SecurityError(f"'*' would build more than {MAX_SEQUENCE} items")
+        if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
+            raise SecurityError(f"'**' exponent above {MAX_EXPONENT}")
+        return super().call_binop(context, operator, left, right)
+
+
+_env = _Environment(autoescape=False, undefined=_Undefined, keep_trailing_newline=True)
+_env.globals["range"] = _capped_range
+_env.filters["tojson"] = _tojson
+_env.filters["humanize"] = humanize
+_env.filters["ui_url"] = _ui_url
+
+
+@functools.lru_cache(maxsize=512)
+def _compile(source: str) -> Any:
+    return _env.from_string(source)
+
+
+def _syntax_error(exc: TemplateSyntaxError) -> TemplateError:
+    return TemplateError(f"syntax error: {exc.message}", line=exc.lineno)
+
+
+def check_syntax(source: str) -> str | None:
+    """Return a readable syntax error (``"line 3: syntax error: ..."``), or None if valid."""
+    try:
+        _compile(source)
+    except TemplateSyntaxError as exc:
+        return str(_syntax_error(exc))
+    return None
+
+
+class _RenderJob:
+    """One render on its own daemon thread, interruptible from outside."""
+
+    def __init__(self, template: Any, context: dict[str, Any]) -> None:
+        self._template = template
+        self._context = context
+        self._lock = threading.Lock()
+        self._done = False
+        self.finished = threading.Event()
+        self.output: str | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="template-render", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            output = self._template.render(self._context)
+            # Marked under the lock: once done, interrupt() will not inject.
+            with self._lock:
+                self._done = True
+            self.output = output
+        except BaseException as exc:  # the thread's only job is to hand this over
+            self.error = exc
+        finally:
+            self.finished.set()
+
+    def interrupt(self) -> None:
+        with self._lock:
+            if self._done or self.thread.ident is None:
+                return
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self.thread.ident), ctypes.py_object(_RenderTimeout)
+            )
+
+
+def render(source: str, context: Mapping[str, Any], *, timeout: float = DEFAULT_TIMEOUT) -> str:
+    """Render ``source`` with ``context`` in the sandbox, within ``timeout`` seconds.
+
+    Raises ``TemplateError`` for a syntax error (with its line), an unknown
+    name, a sandbox violation, a limit, a timeout, or any error the template
+    raised. Blocking: call it from a worker thread when on an event loop.
+    """
+    try:
+        template = _compile(source)
+    except TemplateSyntaxError as exc:
+        raise _syntax_error(exc) from exc
+
+    job = _RenderJob(template, dict(context))
+    job.thread.start()
+    if not job.finished.wait(timeout):
+        job.interrupt()
+        job.finished.wait(_UNWIND_GRACE)
+        if job.output is None:
+            raise TemplateError(f"render timed out after {timeout:g}s; simplify the loops")
+    if job.error is not None:
+        raise _render_error(job.error) from job.error
+    assert job.output is not None
+    return job.output
+
+
+def _render_error(exc: BaseException) -> TemplateError:
+    line = getattr(exc, "lineno", None)
+    if isinstance(exc, _RenderTimeout):
+        return TemplateError("render timed out; simplify the loops")
+    if isinstance(exc, SecurityError):
+        return TemplateError(f"sandbox violation: {exc}", line=line)
+    if isinstance(exc, UndefinedError):
+        return TemplateError(f"undefined: {exc}; use '| default' or 'is defined'", line=line)
+    if isinstance(exc, TemplateSyntaxError):
+        return _syntax_error(exc)
+    if isinstance(exc, TemplateRuntimeError):
+        return TemplateError(f"render failed: {exc}", line=line)
+    if isinstance(exc, RecursionError):
+        return TemplateError("render failed: recursion too deep", line=line)
+    return TemplateError(f"render failed: {type(exc).__name__}: {exc}", line=line)
