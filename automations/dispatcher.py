@@ -193,6 +193,7 @@ class Dispatcher:
 def render_message(action: Mapping[str, Any], firing: Firing) -> Message:
     """Render a notify action's templates against the firing; raises TemplateError."""
     context = {
+        "automation": {"name": firing.automation},
         **firing.context,
         "firing": {
             "id": firing.id,
@@ -208,12 +209,5 @@ def render_message(action: Mapping[str, Any], firing: Firing) -> Message:
 
 
 def _failure(reason: str, *, target: str) -> SendResult:
-    return SendResult(
-        ok=False,
-        retryable=False,
-        reason=reason,
-        retry_after=None,
-        status_code=None,
-        latency_ms=0.0,
-        target=target,
-    )
+    """A failure that retrying cannot fix (bad template, unknown channel)."""
+    return SendResult.failure(target, 0.0, reason=reason, retryable=False)

@@ -59,7 +59,7 @@ class Service:
         self.db = create_engine(settings.database_url)
         self.store: EventStore = SqlEventStore(self.db)
         self.state = StateStore(self.db)
-        self.bus: EventBus = bus_from_url(settings.bus_url)
+        self.bus: EventBus = bus_from_url(settings.bus_url, topic=settings.topic)
         channels = (
             dict(notifiers)
             if notifiers is not None

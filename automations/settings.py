@@ -31,6 +31,7 @@ class Settings:
     api_token: str | None = None
     config_paths: tuple[Path, ...] = ()
     retention: timedelta = timedelta(days=30)
+    topic: str = "runbell.events"
     kafka_partitions: int = 4
     max_body_bytes: int = 16 * 1024 * 1024
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -48,6 +49,7 @@ class Settings:
             "database_url": env.get("RUNBELL_DATABASE_URL", DEFAULT_DATABASE),
             "api_token": env.get("RUNBELL_API_TOKEN") or None,
             "retention": parse_duration(env.get("RUNBELL_RETENTION", "30d")),
+            "topic": env.get("RUNBELL_TOPIC", "runbell.events"),
             "kafka_partitions": int(env.get("RUNBELL_KAFKA_PARTITIONS", "4")),
             "env": env,
         }

@@ -74,6 +74,7 @@ async def running_service(
     database_url: str | None = None,
     notifiers: Mapping[str, Notifier] | None = None,
     max_body_bytes: int | None = None,
+    topic: str = "runbell.events",
 ) -> AsyncIterator[Running]:
     config_file = tmp_path / "automations.yaml"
     config_file.write_text(yaml_text)
@@ -82,6 +83,7 @@ async def running_service(
         bus_url=bus_url,
         database_url=database_url or f"sqlite:///{tmp_path / 'runbell.db'}",
         api_token=TOKEN,
+        topic=topic,
         env=dict(env),
         **({"max_body_bytes": max_body_bytes} if max_body_bytes else {}),
     )

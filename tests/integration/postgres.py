@@ -119,3 +119,15 @@ def postgres_url() -> Iterator[str]:
         finally:
             # FORCE: a connection a failed test left open must not leak the database.
             asyncio.run(_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
+    """A new, empty database on the session's server for one test; dropped after it."""
+    url = make_url(postgres_url)
+    name = f"runbell_t_{secrets.token_hex(6)}"
+    asyncio.run(_admin(url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
