@@ -33,7 +33,6 @@ from automations.spec import (
     Automation,
     Channel,
     Config,
-    NotifyAction,
 )
 
 Loc = tuple[str | int, ...]
@@ -43,6 +42,7 @@ _TOP_LEVEL = ("channels", "automations")
 # Fields whose value is a discriminated union: pydantic puts the tag in ``loc`` after them.
 _UNIONS: dict[str, dict[str, type[BaseModel]]] = {
     "trigger": TRIGGER_TYPES,
+    "triggers": TRIGGER_TYPES,
     "actions": ACTION_TYPES,
     "actions_on_resolve": ACTION_TYPES,
 }
@@ -60,6 +60,9 @@ def load_config(paths: Sequence[Path], env: Mapping[str, str]) -> Config:
     channels: dict[str, tuple[Channel, str, int]] = {}
     automations: list[tuple[Automation, _Document, int]] = []
     names: dict[str, tuple[str, int]] = {}
+    # Channel references are checked on the raw data, so an automation with other
+    # mistakes still has its unknown channel reported in the same run.
+    raw_automations: list[tuple[_Document, int, dict[str, Any]]] = []
 
     for path in paths:
         document = _read(path, env, secrets, problems)
@@ -80,9 +83,14 @@ def load_config(paths: Sequence[Path], env: Mapping[str, str]) -> Config:
             channels[name] = (channel, document.file, line)
         for index, automation in _validate_automations(document, names, problems):
             automations.append((automation, document, index))
+        raw = document.data.get("automations")
+        if isinstance(raw, list):
+            raw_automations.extend(
+                (document, index, body) for index, body in enumerate(raw) if isinstance(body, dict)
+            )
 
-    for automation, document, index in automations:
-        problems.extend(_check_channels(automation, document, index, channels))
+    for document, index, body in raw_automations:
+        problems.extend(_check_channels(body, document, index, channels))
 
     if problems:
         order = {str(path): position for position, path in enumerate(paths)}
@@ -234,7 +242,9 @@ class _Builder:
                         f"or write ${{{name}:-default}} to give a default",
                     )
                 )
-                return ""
+                # Keep the reference: an empty value would add a second, misleading
+                # error for the same mistake (and the config is rejected anyway).
+                return found.group(0)
             if value:
                 self.secrets.add(value)
             return value
@@ -307,22 +317,28 @@ def _validate_automations(
 
 
 def _check_channels(
-    automation: Automation,
+    body: Mapping[str, Any],
     document: _Document,
     index: int,
     channels: Mapping[str, tuple[Channel, str, int]],
 ) -> list[Problem]:
     problems = []
     for field_name in ("actions", "actions_on_resolve"):
-        for position, action in enumerate(getattr(automation, field_name)):
-            if isinstance(action, NotifyAction) and action.channel not in channels:
+        actions = body.get(field_name)
+        if not isinstance(actions, list):
+            continue
+        for position, action in enumerate(actions):
+            if not isinstance(action, dict) or action.get("type") != "notify":
+                continue
+            channel = action.get("channel")
+            if isinstance(channel, str) and channel not in channels:
                 known = sorted(channels)
-                hint = _did_you_mean(action.channel, known)
+                hint = _did_you_mean(channel, known)
                 choices = ", ".join(known) if known else "none defined yet"
                 problems.append(
                     document.problem(
                         ("automations", index, field_name, position, "channel"),
-                        f"unknown channel '{action.channel}';{hint} define it under "
+                        f"unknown channel '{channel}';{hint} define it under "
                         f"'channels:' or use one of: {choices}",
                     )
                 )

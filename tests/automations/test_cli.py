@@ -1,0 +1,119 @@
+"""The runbell command line: validate, emit, serve's token, and the make-run demo."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from typer.testing import CliRunner
+
+from automations.cli import _event_from_flags, app
+from events import Event
+from tests.integration.http_receiver import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNBELL = Path(sys.executable).parent / "runbell"
+runner = CliRunner()
+
+BAD = """\
+channels:
+  team:
+    url: ${MISSING_HOOK}
+automations:
+  - name: a
+    trigger:
+      type: event
+      posture: Sometimes
+    actions:
+      - type: notify
+        channel: nobody
+"""
+
+
+def test_validate_accepts_the_example() -> None:
+    """The shipped example validates with exit code 0."""
+    result = runner.invoke(
+        app, ["validate", str(ROOT / "examples" / "automations.yaml")], env={"DEMO_NOTIFY_URL": ""}
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 automation(s)" in result.output
+
+
+def test_validate_reports_every_problem_with_file_and_line(tmp_path: Path) -> None:
+    """A bad file exits non-zero and names each problem at file:line."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD)
+    result = runner.invoke(app, ["validate", str(bad)], env={})
+    assert result.exit_code == 1
+    out = result.output
+    assert f"{bad}:3:" in out and "MISSING_HOOK" in out
+    assert f"{bad}:8:" in out and "posture" in out
+    assert f"{bad}:11:" in out and "nobody" in out
+
+
+def test_emit_flags_build_a_valid_event() -> None:
+    """--event/--resource-id/--label/--related/--payload make an event the API accepts."""
+    body = _event_from_flags(
+        "flow-run.Failed",
+        "flow-run.1",
+        ["resource.name=nightly"],
+        ["tag=tag.production", "deployment=deployment.7,resource.name=etl/prod"],
+        '{"attempt": 2}',
+    )
+    event = Event.model_validate(body)
+    assert event.resource == {"resource.id": "flow-run.1", "resource.name": "nightly"}
+    assert event.related_by_role("deployment")[0]["resource.name"] == "etl/prod"
+    assert event.payload == {"attempt": 2}
+
+
+def test_serve_without_token_generates_and_prints_one(tmp_path: Path) -> None:
+    """With no RUNBELL_API_TOKEN, serve prints a generated token once and enforces it."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"RUNBELL_API_TOKEN", "RUNBELL_BUS"}}
+    env["RUNBELL_DATABASE_URL"] = f"sqlite:///{tmp_path / 'r.db'}"
+    proc = subprocess.Popen(
+        [str(RUNBELL), "serve", "--port", str(port)],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "API token" in line
+        token = line.rsplit(" ", 1)[-1].strip()
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):  # bounded: up to 30 s for the server to listen
+            try:
+                httpx.get(f"{url}/health", timeout=0.2)
+                break
+            except httpx.HTTPError:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=0.1)
+        assert httpx.get(f"{url}/api/events").status_code == 401
+        authorised = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{url}/api/events", headers=authorised).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_make_run_demo_shows_the_loop(tmp_path: Path) -> None:
+    """`make run`'s demo serves, emits a failing run and sees the notification arrive."""
+    env = {**os.environ, "RUNBELL_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py"), "--once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "title:   Run daft-wallaby failed" in done.stdout
+    assert "the loop works" in done.stdout
