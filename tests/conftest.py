@@ -1,1 +1,5 @@
-pytest_plugins = ["tests.integration.postgres", "tests.integration.http_receiver"]
+pytest_plugins = [
+    "tests.integration.postgres",
+    "tests.integration.http_receiver",
+    "tests.integration.kafka",
+]

@@ -1,0 +1,267 @@
+"""The Kafka event bus, on FastStream's ``KafkaBroker`` (aiokafka underneath).
+
+Invariants (see ``events/CONTRACTS.md``):
+
+* every record is keyed by ``resource.id``: one resource's events stay in one
+  partition, in publish order;
+* ``publish`` returns once the broker acknowledged every record (``acks=all``);
+* a consumer group commits a batch only after its handler returned; a handler
+  that raises rewinds the batch's partitions (FastStream ``nack`` = ``seek``)
+  and gets the same records again after a capped exponential backoff;
+* a record that is not a valid event is logged (``bus_invalid_record``) and
+  skipped: it is committed with its batch and never blocks the partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from faststream.exceptions import FastStreamException, NackMessage
+from faststream.kafka import KafkaBroker, Topic
+from faststream.middlewares import AckPolicy
+from pydantic import ValidationError
+
+from events.bus import BatchHandler
+from events.errors import BusError
+from events.model import Event
+
+if TYPE_CHECKING:
+    from aiokafka import ConsumerRecord
+    from faststream.message import StreamMessage
+
+__all__ = ["KafkaBus", "parse_kafka_url"]
+
+_log = structlog.get_logger(__name__)
+
+# FastStream logs every received/processed batch at its access-log level; those
+# lines are per batch and belong at DEBUG. Its errors still come through.
+_FASTSTREAM_LOGGER = logging.getLogger("runbell.bus.faststream")
+
+
+def parse_kafka_url(url: str) -> list[str]:
+    """``kafka://host:port[,host:port]`` → ``["host:port", ...]``."""
+    scheme, sep, rest = url.partition("://")
+    if scheme != "kafka" or not sep:
+        raise ValueError(f"not a Kafka bus URL: {url!r}; write kafka://host:port[,host:port]")
+    servers = [part.strip() for part in rest.rstrip("/").split(",") if part.strip()]
+    for server in servers:
+        host, colon, port = server.rpartition(":")
+        if not colon or not host or not port.isdigit():
+            raise ValueError(f"bad broker address {server!r} in {url!r}; write host:port")
+    if not servers:
+        raise ValueError(f"no broker address in {url!r}; write kafka://host:port")
+    return servers
+
+
+@dataclass(frozen=True)
+class _Subscription:
+    group: str
+    handler: BatchHandler
+    max_batch: int
+
+
+class KafkaBus:
+    """The :class:`events.bus.EventBus` on a Kafka topic.
+
+    ``subscribe`` records the consumer groups; ``start`` creates the topic if it is
+    missing, then builds and starts a fresh broker with one batch subscriber per
+    group, so a stopped bus can be started again (re-subscribing a group replaces
+    its handler). ``enable_idempotence`` stays off by default because Tansu, the
+    local test broker, rejects the idempotent producer's ``InitProducerId``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        topic: str,
+        *,
+        partitions: int = 4,
+        enable_idempotence: bool = False,
+        retry_initial: float = 0.1,
+        retry_max: float = 10.0,
+        graceful_timeout: float = 15.0,
+    ) -> None:
+        self.url = url
+        self.topic = topic
+        self._servers = parse_kafka_url(url)
+        self._partitions = partitions
+        self._enable_idempotence = enable_idempotence
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._graceful_timeout = graceful_timeout
+        self._subscriptions: dict[str, _Subscription] = {}
+        self._broker: KafkaBroker | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+    def subscribe(self, group: str, handler: BatchHandler, *, max_batch: int = 500) -> None:
+        """Register ``handler`` for ``group``; takes effect at the next ``start()``."""
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self._subscriptions[group] = _Subscription(group, handler, max_batch)
+
+    async def start(self) -> None:
+        if self._broker is not None:
+            return
+        await self._ensure_topic()
+        broker = self._build_broker()
+        try:
+            await broker.start()
+        except (KafkaError, FastStreamException, OSError) as exc:
+            await _quiet_stop(broker)
+            raise BusError(
+                f"could not start the Kafka bus on {self.url}: {exc!r}; is the broker up?"
+            ) from exc
+        self._broker = broker
+
+    async def stop(self) -> None:
+        """Stop consuming; an in-flight batch finishes (up to ``graceful_timeout``)."""
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            await broker.stop()
+
+    # -- publishing --------------------------------------------------------
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Send every event, then wait for all acknowledgements together."""
+        broker = self._broker
+        if broker is None:
+            raise BusError("the Kafka bus is not started; call start() before publish()")
+        if not events:
+            return
+        try:
+            # aiokafka batches what accumulates between sends: queue everything
+            # first, then await the broker's acknowledgements as one group.
+            futures = [
+                await broker.publish(
+                    event.to_json(),
+                    self.topic,
+                    key=event.resource_id.encode(),
+                    no_confirm=True,
+                )
+                for event in events
+            ]
+        except (KafkaError, FastStreamException) as exc:
+            raise BusError(f"could not publish to {self.topic!r}: {exc!r}") from exc
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise BusError(
+                    f"the broker did not acknowledge a record on {self.topic!r}: {result!r}"
+                ) from result
+
+    # -- internals ---------------------------------------------------------
+    async def _ensure_topic(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._servers)
+        try:
+            await admin.start()
+            response = await admin.create_topics(
+                [NewTopic(self.topic, num_partitions=self._partitions, replication_factor=1)]
+            )
+        except KafkaError as exc:
+            raise BusError(
+                f"could not create topic {self.topic!r} on {self.url}: {exc!r}; is the broker up?"
+            ) from exc
+        finally:
+            await admin.close()
+        for topic_error in response.to_object()["topic_errors"]:
+            code = topic_error["error_code"]
+            if not code:
+                continue
+            error = for_code(code)(topic_error.get("error_message") or f"error code {code}")
+            if not isinstance(error, TopicAlreadyExistsError):
+                raise BusError(f"could not create topic {self.topic!r}: {error!r}") from error
+
+    def _build_broker(self) -> KafkaBroker:
+        broker = KafkaBroker(
+            self._servers,
+            acks="all",
+            enable_idempotence=self._enable_idempotence,
+            apply_types=False,
+            graceful_timeout=self._graceful_timeout,
+            logger=_FASTSTREAM_LOGGER,
+            log_level=logging.DEBUG,
+        )
+        for sub in self._subscriptions.values():
+            broker.subscriber(
+                # Created by _ensure_topic with the right partition count.
+                Topic(self.topic, declare=False),
+                batch=True,
+                group_id=sub.group,
+                max_records=sub.max_batch,
+                auto_offset_reset="earliest",
+                # Commit after the handler returns; on NackMessage seek back so
+                # the same records come again.
+                ack_policy=AckPolicy.NACK_ON_ERROR,
+                decoder=_raw_records,
+            )(self._consumer(sub))
+        return broker
+
+    def _consumer(self, sub: _Subscription) -> Any:
+        failures = 0
+        topic = self.topic
+
+        async def consume(records: tuple[ConsumerRecord[bytes, bytes], ...]) -> None:
+            nonlocal failures
+            events = _parse(records)
+            if not events:
+                return
+            try:
+                await sub.handler(events)
+            except Exception as exc:
+                failures += 1
+                _log.error(
+                    "bus_handler_failed",
+                    group=sub.group,
+                    topic=topic,
+                    attempt=failures,
+                    error=repr(exc),
+                )
+                # Sleeping here holds the partitions: nothing after this batch
+                # is handed out before it is redelivered.
+                await asyncio.sleep(_backoff(failures, self._retry_initial, self._retry_max))
+                raise NackMessage() from exc
+            failures = 0
+
+        return consume
+
+
+async def _raw_records(
+    message: StreamMessage[tuple[ConsumerRecord[bytes, bytes], ...]],
+) -> tuple[ConsumerRecord[bytes, bytes], ...]:
+    """Hand the handler aiokafka's records: we parse them ourselves, per record."""
+    return message.raw_message
+
+
+def _parse(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Event]:
+    events: list[Event] = []
+    for record in records:
+        try:
+            if record.value is None:
+                raise ValueError("record has no value")
+            events.append(Event.model_validate_json(record.value))
+        except (ValidationError, ValueError) as exc:
+            _log.warning(
+                "bus_invalid_record",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                error=str(exc),
+            )
+    return events
+
+
+def _backoff(attempt: int, initial: float, maximum: float) -> float:
+    return float(min(maximum, initial * 2 ** (attempt - 1)))
+
+
+async def _quiet_stop(broker: KafkaBroker) -> None:
+    try:
+        await broker.stop()
+    except (KafkaError, FastStreamException, OSError):
+        _log.debug("bus_stop_failed", exc_info=True)
