@@ -4,8 +4,12 @@ Read ``CONTRACTS.md`` before changing anything here.
 """
 
 from notifiers._apprise import AppriseNotifier
+from notifiers._email import EmailNotifier
+from notifiers._slack import SlackNotifier
+from notifiers._webhook import WebhookNotifier
 from notifiers.channel import Notifier, is_retryable_status
 from notifiers.errors import ChannelConfigError, NotifiersError, TemplateError
+from notifiers.messages import default_message
 from notifiers.model import Message, MessageFormat, SendResult
 from notifiers.secrets import Redactor, configure_logging, mask_url
 from notifiers.templates import check_syntax, render
@@ -13,15 +17,19 @@ from notifiers.templates import check_syntax, render
 __all__ = [
     "AppriseNotifier",
     "ChannelConfigError",
+    "EmailNotifier",
     "Message",
     "MessageFormat",
     "Notifier",
     "NotifiersError",
     "Redactor",
     "SendResult",
+    "SlackNotifier",
     "TemplateError",
+    "WebhookNotifier",
     "check_syntax",
     "configure_logging",
+    "default_message",
     "is_retryable_status",
     "mask_url",
     "render",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import importlib
 import logging
 import re
@@ -12,6 +13,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import unquote
 
 import apprise
@@ -38,6 +40,11 @@ _STATUS_IN_LOG = re.compile(r"\berror=(\d{3})\b")
 _SOCKET_SLACK = 0.5
 # Extra time beyond Apprise's own call deadline before we stop waiting for it.
 _BACKSTOP_GRACE = 1.5
+
+# Apprise's generic HTTP plugins, which send custom headers (``+Name=value``):
+# these forward the idempotency key as an ``Idempotency-Key`` header.
+_HTTP_FAMILY = frozenset({"json", "jsons", "form", "forms", "xml", "xmls"})
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 _FORMATS = {
     "text": apprise.NotifyFormat.TEXT,
@@ -110,6 +117,12 @@ class AppriseNotifier:
     Apprise reports no HTTP status and no ``Retry-After``: the status code is
     read from Apprise's failure log line when it has one (``error=404``);
     a failure without one is treated as retryable.
+
+    For the generic HTTP schemes (``json``, ``form``, ``xml`` and their ``s``
+    variants) the idempotency key is sent as an ``Idempotency-Key`` header,
+    so a receiver can drop an in-doubt redelivery. Each such send uses a
+    shallow copy of the configured plugin with its own header dict (about
+    30 µs, against ~175 µs for re-parsing the URL with ``+Idempotency-Key=``).
     """
 
     def __init__(self, url: str, timeout: float = 10.0) -> None:
@@ -141,6 +154,10 @@ class AppriseNotifier:
         plugin.socket_read_timeout = timeout + _SOCKET_SLACK
 
         self._timeout = timeout
+        self._asset = asset
+        # Any: ``headers`` exists only on the HTTP-family plugins, not on NotifyBase.
+        self._plugin: Any = plugin
+        self._keyed = scheme in _HTTP_FAMILY
         self._apprise = apprise.Apprise(asset=asset)
         self._apprise.add(plugin)
         # The privacy URL minus its query, which is Apprise's option noise
@@ -157,11 +174,15 @@ class AppriseNotifier:
         return f"AppriseNotifier({self._target!r})"
 
     async def send(self, message: Message, *, idempotency_key: str) -> SendResult:
-        """One delivery attempt; ``idempotency_key`` is not forwarded (Apprise has no slot)."""
+        """One delivery attempt; the key becomes an ``Idempotency-Key`` header on HTTP schemes.
+
+        Other schemes have no slot for it and ignore it.
+        """
         started = time.perf_counter()
+        target = self._keyed_apprise(idempotency_key) if self._keyed else self._apprise
         try:
             return await asyncio.wait_for(
-                asyncio.to_thread(self._notify, message, started),
+                asyncio.to_thread(self._notify, target, message, started),
                 self._timeout + _BACKSTOP_GRACE,
             )
         except TimeoutError:
@@ -169,8 +190,17 @@ class AppriseNotifier:
         except Exception as exc:  # a plugin bug must not escape as an exception
             return self._failed(started, f"apprise raised {type(exc).__name__}", retryable=True)
 
-    def _notify(self, message: Message, started: float) -> SendResult:
-        result = self._apprise.notify(
+    def _keyed_apprise(self, idempotency_key: str) -> apprise.Apprise:
+        # A copy per send, never a mutation of the shared plugin: concurrent
+        # sends run in different threads and each must carry its own key.
+        plugin = copy.copy(self._plugin)
+        plugin.headers = {**self._plugin.headers, IDEMPOTENCY_HEADER: idempotency_key}
+        keyed = apprise.Apprise(asset=self._asset)
+        keyed.add(plugin)
+        return keyed
+
+    def _notify(self, target: apprise.Apprise, message: Message, started: float) -> SendResult:
+        result = target.notify(
             body=message.body,
             title=message.subject,
             body_format=_FORMATS[message.format],

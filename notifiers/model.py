@@ -39,6 +39,10 @@ class SendResult:
 
     ``target`` is always the masked channel description, safe to log and store.
     ``retry_after`` is the delay the target asked for (seconds), when it said so.
+    ``ref`` identifies what a successful send created, for channels that can
+    refer back to it (Slack bot mode: ``{"channel": ..., "ts": ...}``, which
+    ``SlackNotifier.resolve`` uses to reply in the thread and update the
+    original). It never holds a secret; store it with the delivery.
     """
 
     ok: bool
@@ -48,10 +52,20 @@ class SendResult:
     latency_ms: float
     retry_after: float | None = None
     status_code: int | None = None
+    ref: Mapping[str, str] | None = field(default=None, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.ref is not None:
+            object.__setattr__(self, "ref", MappingProxyType(dict(self.ref)))
 
     @classmethod
     def success(
-        cls, target: str, latency_ms: float, *, status_code: int | None = None
+        cls,
+        target: str,
+        latency_ms: float,
+        *,
+        status_code: int | None = None,
+        ref: Mapping[str, str] | None = None,
     ) -> SendResult:
         """A delivered message."""
         return cls(
@@ -61,6 +75,7 @@ class SendResult:
             target=target,
             latency_ms=latency_ms,
             status_code=status_code,
+            ref=ref,
         )
 
     @classmethod

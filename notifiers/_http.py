@@ -1,0 +1,114 @@
+"""What the httpx-based channels (Slack, webhook) share: outcomes, Retry-After, log scrubbing."""
+
+from __future__ import annotations
+
+import logging
+import time
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+from notifiers.channel import is_retryable_status
+from notifiers.model import SendResult
+from notifiers.secrets import Redactor
+
+__all__ = [
+    "elapsed_ms",
+    "exception_result",
+    "register_secrets",
+    "retry_after_seconds",
+    "status_failure",
+]
+
+# httpx logs every request at INFO with its full URL ("HTTP Request: POST
+# https://hooks.slack.com/services/T/B/<secret> ..."): a webhook URL *is* the
+# credential. Every secret a channel is built with is registered here and
+# scrubbed from httpx's records before any handler sees them, whether or not
+# the application called ``configure_logging``.
+_SECRETS = Redactor()
+
+
+class _HttpxScrubber(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        scrubbed = _SECRETS.redact(text)
+        if scrubbed != text:
+            record.msg, record.args = scrubbed, None
+        return True
+
+
+logging.getLogger("httpx").addFilter(_HttpxScrubber())
+
+# Longest body excerpt quoted in a failure reason.
+_EXCERPT = 200
+
+
+def register_secrets(*secrets: str) -> Redactor:
+    """Remember secrets (URLs are split into their secret parts too); return the shared redactor."""
+    for secret in secrets:
+        if "://" in secret:
+            _SECRETS.add_url(secret)
+        else:
+            _SECRETS.add(secret)
+    return _SECRETS
+
+
+def elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds: delta-seconds, or an HTTP-date measured against ``Date``.
+
+    The HTTP-date form is measured against the response's own ``Date`` header,
+    so no local clock is read (and skew between the hosts cancels out);
+    without ``Date`` it is ignored.
+    """
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+        now = parsedate_to_datetime(response.headers["Date"])
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, (when - now).total_seconds())
+
+
+def status_failure(
+    target: str, started: float, response: httpx.Response, what: str, detail: str = ""
+) -> SendResult:
+    """A non-2xx answer: retryable for 5xx/429/408/425, with ``Retry-After`` when given."""
+    code = response.status_code
+    reason = f"{what} answered HTTP {code}"
+    excerpt = detail or response.text[:_EXCERPT].strip()
+    if excerpt:
+        reason += f": {excerpt}"
+    return SendResult.failure(
+        target,
+        elapsed_ms(started),
+        reason=_SECRETS.redact(reason),
+        retryable=is_retryable_status(code),
+        status_code=code,
+        retry_after=retry_after_seconds(response),
+    )
+
+
+def exception_result(target: str, started: float, exc: Exception, timeout: float) -> SendResult:
+    """Translate an httpx exception: timeouts and transport errors are retryable.
+
+    The reason names the exception type only; httpx messages can quote URLs.
+    """
+    if isinstance(exc, httpx.TimeoutException):
+        reason = f"timed out after {timeout:g}s ({type(exc).__name__})"
+        retryable = True
+    elif isinstance(exc, httpx.TransportError):
+        reason = f"connection failed ({type(exc).__name__})"
+        retryable = not isinstance(exc, httpx.UnsupportedProtocol)
+    else:
+        reason = f"request failed ({type(exc).__name__})"
+        retryable = False
+    return SendResult.failure(target, elapsed_ms(started), reason=reason, retryable=retryable)
