@@ -11,6 +11,11 @@ defaults (``prefect/events/schemas/automations.py``): ``posture`` Reactive,
 ``expect``/``for_each``; a Proactive trigger with no ``within`` gets 10 s and one
 below 10 s is rejected. Runbell additionally requires ``threshold >= 1``.
 
+``CompoundTrigger`` / ``SequenceTrigger`` are Prefect's composite triggers
+(``prefect/server/events/schemas/automations.py``): ``triggers`` (any kind, nested
+composites included), optional ``within``, and for compound ``require`` (``any``,
+``all`` or a whole number between 1 and the number of triggers).
+
 Loading (files, ``${VAR}`` substitution, line numbers) lives in ``loader.py``;
 these models hold the already-resolved values.
 """
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -53,6 +58,19 @@ def _as_list(value: Any) -> Any:
 def _label_spec(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _as_list(item) for key, item in value.items()}
+    return value
+
+
+def _parse_duration(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("within must be a duration such as 90, '90s', '30m', '26h' or '1d'")
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        found = _DURATION.match(value)
+        if found:
+            return timedelta(seconds=float(found[1]) * _UNIT_SECONDS[found[2]])
+        raise ValueError("within must be a duration such as 90, '90s', '30m', '26h' or '1d'")
     return value
 
 
@@ -99,16 +117,7 @@ class EventTrigger(_Strict):
     @field_validator("within", mode="before")
     @classmethod
     def _parse_within(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("within must be a duration such as 90, '90s', '30m', '26h' or '1d'")
-        if isinstance(value, int | float):
-            return timedelta(seconds=value)
-        if isinstance(value, str):
-            found = _DURATION.match(value)
-            if found:
-                return timedelta(seconds=float(found[1]) * _UNIT_SECONDS[found[2]])
-            raise ValueError("within must be a duration such as 90, '90s', '30m', '26h' or '1d'")
-        return value
+        return _parse_duration(value)
 
     @field_validator("within")
     @classmethod
@@ -147,13 +156,77 @@ class NotifyAction(_Strict):
         return value
 
 
-Trigger = Annotated[EventTrigger, Field(discriminator="type")]
+class _CompositeTrigger(_Strict):
+    triggers: list[Trigger] = Field(min_length=1)
+    within: timedelta | None = None
+
+    @field_validator("within", mode="before")
+    @classmethod
+    def _parse_within(cls, value: Any) -> Any:
+        return _parse_duration(value)
+
+    @field_validator("within")
+    @classmethod
+    def _check_within(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < timedelta(0):
+            raise ValueError("within must not be negative; write 0 or a positive duration")
+        return value
+
+
+class CompoundTrigger(_CompositeTrigger):
+    """Fires when ``require`` (``any``, ``all`` or N) of ``triggers`` fired within ``within``."""
+
+    type: Literal["compound"]
+    require: int | Literal["any", "all"]
+
+    @field_validator("require")
+    @classmethod
+    def _check_require(cls, value: int | str, info: ValidationInfo) -> int | str:
+        triggers = info.data.get("triggers")
+        if isinstance(value, int):
+            if value < 1:
+                raise ValueError("require must be at least 1; write 'any', 'all' or e.g. 2")
+            if triggers is not None and value > len(triggers):
+                raise ValueError(
+                    f"require is {value} but there are only {len(triggers)} triggers; "
+                    "write 'all' or a smaller number"
+                )
+        return value
+
+    @property
+    def expected_firings(self) -> int:
+        """How many distinct child triggers must have fired (Prefect's num_expected_firings)."""
+        if self.require == "any":
+            return 1
+        if self.require == "all":
+            return len(self.triggers)
+        return int(self.require)
+
+
+class SequenceTrigger(_CompositeTrigger):
+    """Fires when every one of ``triggers`` fired, in order, within ``within``."""
+
+    type: Literal["sequence"]
+
+
+Trigger = Annotated[
+    Union[EventTrigger, CompoundTrigger, SequenceTrigger],  # noqa: UP007 (recursive alias)
+    Field(discriminator="type"),
+]
 """Every trigger kind, discriminated on ``type``. Add members here."""
+
+_CompositeTrigger.model_rebuild()
+CompoundTrigger.model_rebuild()
+SequenceTrigger.model_rebuild()
 
 Action = Annotated[NotifyAction, Field(discriminator="type")]
 """Every action kind, discriminated on ``type``. Add members here."""
 
-TRIGGER_TYPES: dict[str, type[BaseModel]] = {"event": EventTrigger}
+TRIGGER_TYPES: dict[str, type[BaseModel]] = {
+    "event": EventTrigger,
+    "compound": CompoundTrigger,
+    "sequence": SequenceTrigger,
+}
 ACTION_TYPES: dict[str, type[BaseModel]] = {"notify": NotifyAction}
 
 

@@ -1,0 +1,405 @@
+"""Trigger evaluation: (event or time, state) → firings and the state changes. No I/O.
+
+:class:`TriggerEvaluator` is built once per :class:`~automations.spec.Automation`.
+Its state (:class:`State`) maps a key — :func:`state_key` of (trigger path, bucket
+key) — to a :class:`Bucket` (one event trigger's window for one ``for_each`` key)
+or a :class:`Composite` (child firings of a compound/sequence trigger); a store
+persists those rows under (automation name, key). Every call returns an
+:class:`Outcome` with the firings and ``changes`` (key → new entry, ``None`` =
+delete); ``outcome.state`` is the state after. Held ``follows`` events are the
+engine-wide :mod:`automations._ordering` (re-exported here).
+
+Clocks. Windows run on ``event.occurred``. ``on_event(event, now, …)`` takes the
+arrival time (``event.received or event.occurred``) as ``now``: it stamps reactive
+firings. ``on_time(now, …)`` takes the **lag-corrected event clock**,
+:meth:`EventClock.as_of` — the newest ``occurred`` seen plus the wall time elapsed
+since it was seen (Prefect's ``get_events_clock_offset``). Working off a backlog,
+the wall clock barely moves between events, so the event clock stays at the
+backlog's own time and no deadline passes early: no false "stale" alarm. A
+Proactive firing's ``at`` is its deadline (the window's end, event time).
+
+Prefect semantics mirrored (``prefect/server/events/triggers.py``):
+
+* ``reactive_evaluation``: an ``after`` event opens a window at its ``occurred``
+  (never replacing an open one); an opener that is also expected starts at count
+  -1 (the heartbeat pattern); without ``after`` an expected event opens a window
+  ``[occurred - 15m, occurred + within]``.
+* ``evaluate``: an event older than the window is ignored; one inside is counted;
+  Reactive fires when the count reaches ``threshold`` and the next window starts
+  at ``max(end, occurred)`` (``within`` is a per-bucket cooldown), or nothing when
+  ``after`` is set (the next ``after`` opens one) or ``within`` is 0; an event
+  beyond the window counts in the next one. ``within: 0`` Reactive counts without
+  a time limit until swept. Proactive fires when a window ends with fewer than
+  ``threshold`` events, at its end; without ``after`` the next window follows.
+* ``sweep_closed_buckets``: a Reactive window is dropped 60 s after its end.
+* ``evaluate_composite_trigger``: a compound/sequence keeps the newest firing per
+  child, drops those older than ``within``, and fires (clearing them) when
+  ``require`` distinct children fired (``any``: at once) or, for a sequence, when
+  all fired in order. Its ``event_ids`` list every child's events.
+* Proactive triggers without ``after`` and ``for_each`` get a window at start
+  (:meth:`TriggerEvaluator.on_start`, Prefect's ``proactive_evaluation``).
+
+Where runbell differs, on purpose:
+
+* Glob ``*`` matches the empty string (see :mod:`automations.matching`).
+* A Proactive window that reaches ``threshold`` closes at once (Prefect deletes it
+  at its next 5-second poll) and, when the satisfying event opens windows (a
+  heartbeat) or there is no ``after``, a new window starts at that event. So "no
+  completion within 10m" alarms 10m after the *last* completion, and a heartbeat
+  restarts the window — Prefect alarms up to a window late or, with ``for_each``
+  and no ``after``, never.
+* #21932: when an expected event that does not open windows (a terminal state)
+  closes a Proactive bucket, an event that is both ``after`` and ``expect`` (a
+  heartbeat) occurring within ``within`` after it — or before it — does not reopen
+  the bucket, so a heartbeat racing the final state is not a zombie.
+* Deadlines fire at the deadline (a timer on :meth:`next_deadline`), not on a poll.
+  An event for a Proactive bucket whose deadline already passed first settles that
+  deadline (firing at the deadline, as ``on_time`` would have), then counts.
+* A redelivered event id counts once in a window (Prefect relies on its consumer's
+  seen-set). A firing has a deterministic :attr:`TriggerFiring.key`.
+* Resolve (Prefect OSS never resolves), only for automations with
+  ``actions_on_resolve``, top-level event triggers: Proactive — the first expected
+  event for a bucket after it fired; Reactive with ``for_each`` — a later event
+  (``occurred`` after the triggering one) for the same bucket that matches
+  ``match``/``match_related`` but neither ``expect`` nor ``after`` (the run that
+  Failed later Completes). Composite triggers never resolve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Annotated, Literal
+
+import orjson
+from pydantic import Field, TypeAdapter
+
+from automations import _buckets
+from automations._buckets import Bucket, EventNode, Hit
+from automations._ordering import (
+    Admission,
+    Held,
+    OrderingState,
+    admit,
+    next_release,
+    release,
+)
+from automations.matching import compile_trigger
+from automations.spec import Automation, CompoundTrigger, EventTrigger, SequenceTrigger, Trigger
+from events.model import Event
+
+__all__ = [
+    "Admission",
+    "Bucket",
+    "ChildFiring",
+    "Composite",
+    "EventClock",
+    "Held",
+    "OrderingState",
+    "Outcome",
+    "State",
+    "TriggerEvaluator",
+    "TriggerFiring",
+    "admit",
+    "next_release",
+    "release",
+    "state_key",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ChildFiring:
+    """One child trigger's latest firing, remembered by its composite parent."""
+
+    child: int
+    at: datetime
+    event_ids: tuple[str, ...]
+    bucket: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Composite:
+    """A compound/sequence trigger's child firings, in the order they were recorded."""
+
+    kind: Literal["composite"] = "composite"
+    firings: tuple[ChildFiring, ...] = ()
+
+
+Entry = Annotated[Bucket | Composite, Field(discriminator="kind")]
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """One automation's trigger state: :func:`state_key` → entry. Plain JSON both ways."""
+
+    entries: Mapping[str, Bucket | Composite] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return _STATE.dump_json(self)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> State:
+        return _STATE.validate_json(raw)
+
+
+_STATE = TypeAdapter(State)
+
+
+def state_key(path: str, bucket: tuple[str, ...] = ()) -> str:
+    """The key of one trigger path's bucket, e.g. ``["trigger","flow-run.1"]``."""
+    return orjson.dumps([path, *bucket]).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerFiring:
+    """A decision to run ``actions`` (triggered) or ``actions_on_resolve`` (resolved)."""
+
+    automation: str
+    trigger: str
+    state: Literal["triggered", "resolved"]
+    at: datetime
+    bucket: dict[str, str]
+    event_ids: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """Deterministic: the same evaluation always yields the same key (idempotency)."""
+        cause = self.event_ids[0] if self.event_ids else self.at.isoformat()
+        labels = orjson.dumps(self.bucket, option=orjson.OPT_SORT_KEYS).decode()
+        return f"{self.automation}\x1f{self.trigger}\x1f{labels}\x1f{self.state}\x1f{cause}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Firings in order, and the changed entries (``None``: delete) over ``base``."""
+
+    firings: tuple[TriggerFiring, ...]
+    changes: Mapping[str, Bucket | Composite | None]
+    base: State
+
+    @cached_property
+    def state(self) -> State:
+        if not self.changes:
+            return self.base
+        entries = dict(self.base.entries)
+        for key, entry in self.changes.items():
+            if entry is None:
+                entries.pop(key, None)
+            else:
+                entries[key] = entry
+        return State(entries)
+
+
+@dataclass(frozen=True, slots=True)
+class EventClock:
+    """Prefect's events clock: newest ``occurred`` (never past arrival) and when it was seen."""
+
+    occurred: datetime | None = None
+    seen_at: datetime | None = None
+
+    def observe(self, event: Event, arrival: datetime) -> EventClock:
+        occurred = min(event.occurred, arrival)
+        if self.occurred is not None and occurred < self.occurred:
+            occurred = self.occurred
+        return EventClock(occurred, arrival)
+
+    def as_of(self, now: datetime) -> datetime:
+        """Lag-corrected event time at wall time ``now``: the clock for ``on_time``."""
+        if self.occurred is None or self.seen_at is None:
+            return now
+        return self.occurred + (now - self.seen_at)
+
+
+@dataclass(frozen=True, slots=True)
+class _CompositeNode:
+    trigger: CompoundTrigger | SequenceTrigger
+    parent: str | None
+
+    @property
+    def expected(self) -> int:
+        if isinstance(self.trigger, CompoundTrigger):
+            return self.trigger.expected_firings
+        return len(self.trigger.triggers)
+
+
+class _Changes:
+    def __init__(self, base: State) -> None:
+        self.base = base
+        self.changes: dict[str, Bucket | Composite | None] = {}
+        self.firings: list[TriggerFiring] = []
+
+    def get(self, key: str) -> Bucket | Composite | None:
+        if key in self.changes:
+            return self.changes[key]
+        return self.base.entries.get(key)
+
+    def set(self, key: str, entry: Bucket | Composite | None) -> None:
+        if entry is None and key not in self.base.entries:
+            self.changes.pop(key, None)
+        elif entry is not self.base.entries.get(key) or key in self.changes:
+            self.changes[key] = entry
+
+    def outcome(self) -> Outcome:
+        return Outcome(tuple(self.firings), self.changes, self.base)
+
+
+class TriggerEvaluator:
+    """Evaluates one automation's trigger tree. Immutable; safe to share."""
+
+    def __init__(self, automation: Automation) -> None:
+        self.name = automation.name
+        self._events: dict[str, tuple[EventNode, str | None, int]] = {}
+        self._composites: dict[str, tuple[_CompositeNode, int]] = {}
+        self._resolvable = bool(automation.actions_on_resolve)
+        self._add("trigger", automation.trigger, None, 0)
+
+    def _add(self, path: str, trigger: Trigger, parent: str | None, index: int) -> None:
+        if isinstance(trigger, EventTrigger):
+            node = EventNode(trigger, compile_trigger(trigger), self._resolvable and not parent)
+            self._events[path] = (node, parent, index)
+            return
+        self._composites[path] = (_CompositeNode(trigger, parent), index)
+        for child, sub in enumerate(trigger.triggers):
+            self._add(f"{path}.triggers[{child}]", sub, path, child)
+
+    # -- public API ------------------------------------------------------------
+    def on_event(self, event: Event, now: datetime, state: State) -> Outcome:
+        """Evaluate ``event`` arriving at ``now`` (its ``received``, else ``occurred``)."""
+        ctx = _Changes(state)
+        for path, (node, _, _) in self._events.items():
+            matcher = node.matcher
+            if not matcher.covers_resources(event.resource, event.related):
+                continue
+            covered = matcher.matches(event)
+            if not covered and not (node.resolvable and node.trigger.for_each):
+                continue
+            values = matcher.bucket_key(event)
+            key = state_key(path, values)
+            bucket = ctx.get(key)
+            assert bucket is None or isinstance(bucket, Bucket)
+            if not covered and (bucket is None or bucket.fired is None):
+                continue
+            step = _buckets.on_event(node, bucket, event, now)
+            ctx.set(key, step.bucket)
+            labels = dict(zip(matcher.for_each, values, strict=True))
+            for hit in step.hits:
+                self._emit(ctx, path, hit, labels)
+        return ctx.outcome()
+
+    def on_time(self, now: datetime, state: State) -> Outcome:
+        """Settle every deadline at or before ``now`` (the lag-corrected event clock)."""
+        ctx = _Changes(state)
+        self._start(ctx, now)
+        due: list[tuple[datetime, str, str, Bucket]] = []
+        for key, path, bucket in self._buckets(state):
+            node = self._events[path][0]
+            if bucket.deadline is not None and bucket.deadline <= now:
+                due.append((bucket.deadline, key, path, bucket))
+                continue
+            ctx.set(key, _buckets.prune(node, _buckets.sweep(node, bucket, now), now))
+        for _, key, path, bucket in sorted(due, key=lambda item: (item[0], item[1])):
+            node = self._events[path][0]
+            step = _buckets.expire(node, bucket, now)
+            ctx.set(key, _buckets.prune(node, step.bucket, now))
+            labels = dict(zip(node.matcher.for_each, orjson.loads(key)[1:], strict=True))
+            for hit in step.hits:
+                self._emit(ctx, path, hit, labels)
+        return ctx.outcome()
+
+    def on_start(self, now: datetime, state: State) -> Outcome:
+        """Open the windows that exist without any event (run once when the automation loads)."""
+        ctx = _Changes(state)
+        self._start(ctx, now)
+        return ctx.outcome()
+
+    def next_deadline(self, state: State) -> datetime | None:
+        """The earliest Proactive deadline (event time): when ``on_time`` is next owed."""
+        return min(
+            (b.deadline for _, _, b in self._buckets(state) if b.deadline is not None),
+            default=None,
+        )
+
+    def advance(self, now: datetime, state: State) -> Outcome:
+        """``on_time`` at every deadline up to ``now`` in turn, then at ``now``."""
+        firings: list[TriggerFiring] = []
+        current = state
+        while (deadline := self.next_deadline(current)) is not None and deadline <= now:
+            step = self.on_time(deadline, current)
+            firings.extend(step.firings)
+            current = step.state
+        step = self.on_time(now, current)
+        firings.extend(step.firings)
+        current = step.state
+        changes: dict[str, Bucket | Composite | None] = {
+            key: current.entries.get(key)
+            for key in {*state.entries, *current.entries}
+            if current.entries.get(key) is not state.entries.get(key)
+        }
+        return Outcome(tuple(firings), changes, state)
+
+    # -- internals -------------------------------------------------------------
+    def _buckets(self, state: State) -> Iterator[tuple[str, str, Bucket]]:
+        for key, entry in state.entries.items():
+            if isinstance(entry, Bucket):
+                path = orjson.loads(key)[0]
+                if path in self._events:
+                    yield key, path, entry
+
+    def _start(self, ctx: _Changes, now: datetime) -> None:
+        for path, (node, _, _) in self._events.items():
+            trigger = node.trigger
+            if node.proactive and not trigger.after and not trigger.for_each:
+                key = state_key(path)
+                if ctx.get(key) is None:
+                    ctx.set(key, node.window(now, now + trigger.within, 0, ()))
+
+    def _emit(self, ctx: _Changes, path: str, hit: Hit, labels: dict[str, str]) -> None:
+        parent, index = self._parent(path)
+        if parent is None:
+            ctx.firings.append(
+                TriggerFiring(self.name, path, hit.state, hit.at, labels, hit.event_ids)
+            )
+            return
+        if hit.state == "triggered":
+            self._child_fired(ctx, parent, ChildFiring(index, hit.at, hit.event_ids, labels))
+
+    def _parent(self, path: str) -> tuple[str | None, int]:
+        if path in self._events:
+            _, parent, index = self._events[path]
+            return parent, index
+        node, index = self._composites[path]
+        return node.parent, index
+
+    def _child_fired(self, ctx: _Changes, path: str, firing: ChildFiring) -> None:
+        """Prefect's ``evaluate_composite_trigger``."""
+        node, _ = self._composites[path]
+        if node.expected == 1:
+            hit = Hit("triggered", firing.at, firing.event_ids)
+            self._emit(ctx, path, hit, firing.bucket)
+            return
+        key = state_key(path)
+        entry = ctx.get(key)
+        firings = list(entry.firings) if isinstance(entry, Composite) else []
+        within = node.trigger.within
+        if within is not None:
+            firings = [f for f in firings if f.at >= firing.at - within]
+        firings = [f for f in firings if f.child != firing.child] + [firing]
+        if not self._ready(node, firings):
+            ctx.set(key, Composite(firings=tuple(firings)))
+            return
+        ctx.set(key, None)
+        ids = list(firing.event_ids)
+        labels: dict[str, str] = {}
+        for child in [firing, *sorted(firings, key=lambda f: f.child)]:
+            ids.extend(i for i in child.event_ids if i not in ids)
+            labels = {**child.bucket, **labels}
+        self._emit(ctx, path, Hit("triggered", firing.at, tuple(ids)), labels)
+
+    @staticmethod
+    def _ready(node: _CompositeNode, firings: list[ChildFiring]) -> bool:
+        if isinstance(node.trigger, CompoundTrigger):
+            return len(firings) >= node.expected
+        order = [f.child for f in sorted(firings, key=lambda f: f.at)]
+        return order == list(range(node.expected))
