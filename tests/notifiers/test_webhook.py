@@ -105,7 +105,9 @@ async def test_non_2xx_is_a_failure(
     assert str(status) in result.reason
 
 
-async def test_redirect_is_not_followed(webhook: WebhookNotifier, http_receiver: HttpReceiver) -> None:
+async def test_redirect_is_not_followed(
+    webhook: WebhookNotifier, http_receiver: HttpReceiver
+) -> None:
     """A 3xx is a non-retryable failure, not a silent success elsewhere."""
     http_receiver.script("/hook", Reply(status=302, headers={"Location": "/elsewhere"}))
     result = await webhook.send(Message("s", "b"), idempotency_key="k")
@@ -117,7 +119,7 @@ async def test_redirect_is_not_followed(webhook: WebhookNotifier, http_receiver:
 async def test_429_is_retryable_with_retry_after(
     webhook: WebhookNotifier, http_receiver: HttpReceiver, form: str
 ) -> None:
-    """429 is retryable; Retry-After in seconds, or as a date measured against Date, is passed on."""
+    """429 is retryable; Retry-After (seconds, or a date measured against Date) is kept."""
     # The receiver stamps its own Date header (now), so the date form is built from now.
     value = "30" if form == "seconds" else formatdate(time.time() + 30, usegmt=True)
     http_receiver.script("/hook", Reply(status=429, headers={"Retry-After": value}))
@@ -136,7 +138,9 @@ async def test_429_without_retry_after_has_none(
     assert (result.retryable, result.retry_after) == (True, None)
 
 
-async def test_hanging_server_times_out(webhook: WebhookNotifier, http_receiver: HttpReceiver) -> None:
+async def test_hanging_server_times_out(
+    webhook: WebhookNotifier, http_receiver: HttpReceiver
+) -> None:
     """A server that holds the answer past the timeout yields a retryable failure in time."""
     http_receiver.script("/hook", Reply(hang=10))
     started = time.monotonic()
