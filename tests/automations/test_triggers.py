@@ -196,3 +196,79 @@ def test_trigger_case_survives_restart_after_every_event(
     """Round-tripping state through JSON before every event changes no firing."""
     everywhere = set(range(len(case["events"])))
     assert _run(case, tmp_path, everywhere) == _run(case, tmp_path)
+
+
+_PROPERTY_AUTOMATIONS: list[dict[str, Any]] = [
+    {
+        "name": "reactive",
+        "trigger": {
+            "type": "event",
+            "expect": ["flow-run.Failed"],
+            "for_each": ["resource.id"],
+            "threshold": 2,
+            "within": "2m",
+        },
+        "actions_on_resolve": [{"type": "notify", "channel": "c"}],
+    },
+    {
+        "name": "zombie",
+        "trigger": {
+            "type": "event",
+            "posture": "Proactive",
+            "after": ["flow-run.Running", "flow-run.heartbeat"],
+            "expect": ["flow-run.heartbeat", "flow-run.Completed", "flow-run.Failed"],
+            "for_each": ["resource.id"],
+            "within": "90s",
+        },
+        "actions_on_resolve": [{"type": "notify", "channel": "c"}],
+    },
+    {
+        "name": "stale",
+        "trigger": {
+            "type": "event",
+            "posture": "Proactive",
+            "expect": ["flow-run.Completed"],
+            "within": "3m",
+        },
+    },
+    {
+        "name": "sequence",
+        "trigger": {
+            "type": "sequence",
+            "within": "10m",
+            "triggers": [
+                {"type": "event", "expect": ["flow-run.Running"]},
+                {"type": "event", "expect": ["flow-run.Failed"], "within": "1m"},
+            ],
+        },
+    },
+]
+
+_NAMES = ["flow-run.Running", "flow-run.heartbeat", "flow-run.Completed", "flow-run.Failed"]
+_event_specs = st.lists(
+    st.tuples(
+        st.sampled_from(_NAMES),
+        st.sampled_from(["flow-run.1", "flow-run.2"]),
+        st.integers(min_value=0, max_value=900),  # occurred, seconds
+        st.integers(min_value=0, max_value=120),  # arrival lag, seconds
+        st.booleans(),  # redelivered?
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(specs=_event_specs, restarts=st.sets(st.integers(min_value=0, max_value=30)))
+def test_restart_at_any_event_index_changes_nothing(
+    specs: list[tuple[str, str, int, int, bool]], restarts: set[int], tmp_path_factory: Any
+) -> None:
+    """Stopping and restarting (state through JSON) between any events yields the same firings."""
+    events: list[dict[str, Any]] = []
+    for index, (name, resource, at, lag, again) in enumerate(specs):
+        spec = {"id": f"p{index}", "at": at, "received": at + lag, "event": name}
+        events.append({**spec, "resource": resource})
+        if again:
+            events.append({**spec, "resource": resource, "received": at + lag + 7})
+    case = {"automations": _PROPERTY_AUTOMATIONS, "events": events, "until": "30m"}
+    tmp_path = tmp_path_factory.mktemp("property")
+    assert _run(case, tmp_path, restarts) == _run(case, tmp_path)
