@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from automations.state import AttemptRow, Firing, OutboxRow, StateStore
+from automations.state import AttemptRow, Firing, OutboxRow, Outcome, StateStore
 from events.clock import Clock
 from notifiers import Message, Notifier, SendResult, TemplateError, render
 
@@ -53,6 +53,8 @@ class RetryPolicy:
 
 
 class Dispatcher:
+    """Delivers outbox rows: claim in bulk, send concurrently, record in bulk."""
+
     def __init__(
         self,
         state: StateStore,
@@ -60,22 +62,25 @@ class Dispatcher:
         clock: Clock,
         *,
         policy: RetryPolicy | None = None,
-        concurrency: int = 32,
+        concurrency: int = 64,
     ) -> None:
         self.state = state
         self.channels = channels
         self.clock = clock
         self.policy = policy or RetryPolicy()
+        self.concurrency = concurrency
         self._wake = asyncio.Event()
-        self._limit = asyncio.Semaphore(concurrency)
-        self._task: asyncio.Task[None] | None = None
         self._progress = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[Outcome]] = set()
+        self._finished: list[Outcome] = []
+        self._stopping = False
 
     def wake(self) -> None:
         self._wake.set()
 
     async def progressed(self, timeout: float) -> None:
-        """Wait (bounded) until the next attempt has been recorded."""
+        """Wait (bounded) until the next attempts have been recorded."""
         async with self._progress:
             await asyncio.wait_for(self._progress.wait(), timeout)
 
@@ -84,97 +89,137 @@ class Dispatcher:
         so attempts left 'sending' by a crash are owed now rather than after their lease."""
         if exclusive:
             await self.state.release_in_flight(self.clock.now())
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="runbell-dispatcher")
 
-    async def stop(self) -> None:
-        if self._task is not None:
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming; let attempts in flight finish and be recorded (bounded)."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), grace)
+        except TimeoutError:
+            # Unrecorded attempts stay 'sending' and are owed again after the lease.
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            self._task = None
+        self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
-                sent = await self.dispatch_due()
+                await self._record_finished()
+                claimed = await self._claim(self.concurrency - len(self._in_flight))
             except Exception as exc:  # keep delivering; the next pass retries
                 log.error("dispatch_pass_failed", error=str(exc))
-                sent = 0
-            if sent:
+                claimed = 0
+            if claimed:
                 continue
+            await self._idle()
+        if self._in_flight:
+            await asyncio.wait(self._in_flight)
+        await self._record_finished()
+
+    async def _idle(self) -> None:
+        """Sleep until woken (new intents, a finished attempt) or the next row is due."""
+        timeout: float | None = None
+        if len(self._in_flight) < self.concurrency:
             next_at = await self.state.next_due_at()
-            timeout = None
             if next_at is not None:
                 timeout = max(0.0, (next_at - self.clock.now()).total_seconds())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=timeout)
 
-    async def dispatch_due(self) -> int:
-        """One pass over what is due now; returns how many rows were attempted."""
-        rows = await self.state.due(self.clock.now())
-        if rows:
-            await asyncio.gather(*(self._attempt(row) for row in rows))
+    async def _claim(self, room: int) -> int:
+        now = self.clock.now()
+        rows = await self.state.claim_due(now, now + self.policy.lease, room)
+        if not rows:
+            return 0
+        firings = await self.state.firings_by_id(r.firing_id for r in rows)
+        for row in rows:
+            task = asyncio.create_task(self._deliver(row, firings.get(row.firing_id), now))
+            self._in_flight.add(task)
+            task.add_done_callback(self._done)
         return len(rows)
 
-    async def _attempt(self, row: OutboxRow) -> None:
-        async with self._limit:
-            now = self.clock.now()
-            attempt = row.attempts + 1
-            if not await self.state.claim(row, attempt, now + self.policy.lease):
-                return
-            result = await self._send(row)
-            self._log(row, attempt, result)
-            status, next_at = self._next(row, attempt, result, now)
-            await self.state.record_attempt(
-                row.id,
-                AttemptRow(
-                    outbox_id=row.id,
-                    attempt=attempt,
-                    at=now,
-                    ok=result.ok,
-                    retryable=result.retryable,
-                    status_code=result.status_code,
-                    latency_ms=result.latency_ms,
-                    target=result.target,
-                    reason=result.reason[:2000],
-                ),
-                status=status,
-                next_attempt_at=next_at,
-                error=None if result.ok else result.reason[:2000],
-            )
-            async with self._progress:
-                self._progress.notify_all()
+    def _done(self, task: asyncio.Task[Outcome]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and task.exception() is None:
+            self._finished.append(task.result())
+        self._wake.set()
+
+    async def _record_finished(self) -> None:
+        finished, self._finished = self._finished, []
+        if not finished:
+            return
+        try:
+            await self.state.record_attempts(finished)
+        except Exception:
+            self._finished[:0] = finished  # keep them: recorded on the next pass
+            raise
+        async with self._progress:
+            self._progress.notify_all()
+
+    async def dispatch_due(self) -> int:
+        """One complete pass (claim, send, record) over what is due now; for tests and tools."""
+        now = self.clock.now()
+        rows = await self.state.claim_due(now, now + self.policy.lease, limit=10_000)
+        firings = await self.state.firings_by_id(r.firing_id for r in rows)
+        outcomes = await asyncio.gather(
+            *(self._deliver(row, firings.get(row.firing_id), now) for row in rows)
+        )
+        await self.state.record_attempts(outcomes)
+        return len(rows)
+
+    async def _deliver(self, row: OutboxRow, firing: Firing | None, now: datetime) -> Outcome:
+        result = await self._send(row, firing)
+        self._log(row, result)
+        status, next_at = self._next(row, result, now)
+        attempt = AttemptRow(
+            outbox_id=row.id,
+            attempt=row.attempts,
+            at=now,
+            ok=result.ok,
+            retryable=result.retryable,
+            status_code=result.status_code,
+            latency_ms=result.latency_ms,
+            target=result.target,
+            reason=result.reason[:2000],
+        )
+        return Outcome(attempt, status, next_at, None if result.ok else result.reason[:2000])
 
     def _next(
-        self, row: OutboxRow, attempt: int, result: SendResult, now: datetime
+        self, row: OutboxRow, result: SendResult, now: datetime
     ) -> tuple[str, datetime | None]:
         if result.ok:
             return "sent", None
         too_old = now - row.created_at >= self.policy.max_age
-        if not result.retryable or attempt >= self.policy.max_attempts or too_old:
+        if not result.retryable or row.attempts >= self.policy.max_attempts or too_old:
             return "dead", None
-        return "pending", now + self.policy.delay(attempt, result.retry_after)
+        return "pending", now + self.policy.delay(row.attempts, result.retry_after)
 
-    async def _send(self, row: OutboxRow) -> SendResult:
+    async def _send(self, row: OutboxRow, firing: Firing | None) -> SendResult:
         action = row.action
         channel = self.channels.get(str(action.get("channel")))
         if channel is None:
             return _failure(f"unknown channel {action.get('channel')!r}", target="-")
-        firing = await self.state.firing(row.firing_id)
         if firing is None:
             return _failure(f"firing {row.firing_id} is missing", target=channel.target)
         try:
-            message = render_message(action, firing)
+            # Rendering is CPU work with its own time limit: keep it off the loop.
+            message = await asyncio.to_thread(render_message, action, firing)
         except TemplateError as exc:
             return _failure(f"template: {exc}", target=channel.target)
         return await channel.send(message, idempotency_key=row.id)
 
-    def _log(self, row: OutboxRow, attempt: int, result: SendResult) -> None:
+    def _log(self, row: OutboxRow, result: SendResult) -> None:
         fields: dict[str, Any] = {
             "outbox": row.id,
             "automation": row.automation,
-            "attempt": attempt,
+            "attempt": row.attempts,
             "target": result.target,
             "latency_ms": round(result.latency_ms, 1),
         }

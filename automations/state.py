@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from sqlalchemy import JSON, BigInteger, Column, String, func, select, update
+from sqlalchemy import JSON, BigInteger, Column, String, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import Field, SQLModel
@@ -108,6 +108,16 @@ class Firing:
     event_ids: list[str]
     context: dict[str, Any]  # what templates see: the triggering events, JSON-shaped
     silenced: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One finished delivery attempt and what it means for its outbox row."""
+
+    attempt: AttemptRow
+    status: str  # sent | pending (retry later) | dead
+    next_attempt_at: datetime | None
+    error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,18 +260,45 @@ class StateStore:
             ).first()
         return row[0] if row and row[0] else None
 
-    async def claim(self, row: OutboxRow, attempt: int, lease_until: datetime) -> bool:
-        """Take ``row`` for one attempt; False when another dispatcher already did."""
+    async def claim_due(self, now: datetime, lease_until: datetime, limit: int) -> list[OutboxRow]:
+        """Take up to ``limit`` due rows for one attempt each, atomically.
+
+        Due: pending, or 'sending' whose lease has ended (the attempt was lost with
+        its process). Claimed rows are 'sending' with ``attempts`` incremented and
+        ``next_attempt_at`` at the lease end; concurrent dispatchers skip them
+        (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, the single writer on SQLite).
+        """
+        if limit <= 0:
+            return []
         table = OutboxRow.__table__  # type: ignore[attr-defined]
+        due = (
+            select(table.c.id)
+            .where(table.c.status.in_(("pending", "sending")))
+            .where(table.c.next_attempt_at <= now)
+            .order_by(table.c.next_attempt_at)
+            .limit(limit)
+        )
         async with self.engine.begin() as conn:
-            claimed = await conn.execute(
+            if conn.dialect.name == "postgresql":
+                due = due.with_for_update(skip_locked=True)
+            rows = await conn.execute(
                 update(table)
-                .where(table.c.id == row.id)
-                .where(table.c.attempts == row.attempts)
-                .where(table.c.status.in_(("pending", "sending")))
-                .values(status="sending", attempts=attempt, next_attempt_at=lease_until)
+                .where(table.c.id.in_(due.scalar_subquery()))
+                .values(
+                    status="sending", attempts=table.c.attempts + 1, next_attempt_at=lease_until
+                )
+                .returning(*table.c)
             )
-        return bool(claimed.rowcount == 1)
+            return [OutboxRow.model_validate(dict(r._mapping)) for r in rows]
+
+    async def firings_by_id(self, ids: Iterable[str]) -> dict[str, Firing]:
+        table = FiringRow.__table__  # type: ignore[attr-defined]
+        wanted = list(set(ids))
+        if not wanted:
+            return {}
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(table).where(table.c.id.in_(wanted)))
+            return {r.id: _firing(r._mapping) for r in rows}
 
     async def release_in_flight(self, now: datetime) -> None:
         """Attempts left 'sending' by a crashed process are owed again now."""
@@ -273,23 +310,36 @@ class StateStore:
                 .values(status="pending", next_attempt_at=now)
             )
 
-    async def record_attempt(
-        self,
-        outbox_id: str,
-        attempt: AttemptRow,
-        *,
-        status: str,
-        next_attempt_at: datetime | None,
-        error: str | None,
-    ) -> None:
+    async def record_attempts(self, outcomes: Sequence[Outcome]) -> None:
+        """Record a set of finished attempts and their rows' new status in one transaction."""
+        if not outcomes:
+            return
         outbox = OutboxRow.__table__  # type: ignore[attr-defined]
         attempts = AttemptRow.__table__  # type: ignore[attr-defined]
-        values: dict[str, Any] = {"status": status, "last_error": error}
-        if next_attempt_at is not None:
-            values["next_attempt_at"] = next_attempt_at
         async with self.engine.begin() as conn:
-            await conn.execute(attempts.insert(), [attempt.model_dump(exclude={"id"})])
-            await conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(**values))
+            await conn.execute(
+                attempts.insert(), [o.attempt.model_dump(exclude={"id"}) for o in outcomes]
+            )
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id == bindparam("b_id"))
+                .values(
+                    status=bindparam("b_status"),
+                    next_attempt_at=func.coalesce(
+                        bindparam("b_next", type_=UtcDateTime()), outbox.c.next_attempt_at
+                    ),
+                    last_error=bindparam("b_error"),
+                ),
+                [
+                    {
+                        "b_id": o.attempt.outbox_id,
+                        "b_status": o.status,
+                        "b_next": o.next_attempt_at,
+                        "b_error": o.error,
+                    }
+                    for o in outcomes
+                ],
+            )
 
     async def firing(self, firing_id_: str) -> Firing | None:
         table = FiringRow.__table__  # type: ignore[attr-defined]

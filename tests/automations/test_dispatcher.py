@@ -163,8 +163,8 @@ async def test_in_flight_attempts_are_owed_again_after_a_crash(state: StateStore
     """A row left 'sending' by a dead process is retried at start (exclusive) or after its lease."""
     clock, team = FakeClock(), RecordingNotifier()
     outbox_id = await owe(state, clock)
-    [row] = await state.outbox()
-    assert await state.claim(row, 1, clock.now() + POLICY.lease)  # then the process "dies"
+    claimed = await state.claim_due(clock.now(), clock.now() + POLICY.lease, limit=10)
+    assert [row.id for row in claimed] == [outbox_id]  # then the process "dies"
     dispatcher = Dispatcher(state, {"team": team}, clock, policy=POLICY)
     assert await dispatcher.dispatch_due() == 0  # leased: not yet
     await clock.advance(POLICY.lease)
