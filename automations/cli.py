@@ -137,3 +137,30 @@ def _load_or_exit(paths: list[Path], settings: Settings) -> Any:
         for problem in exc.problems:
             typer.echo(str(problem), err=True)
         sys.exit(2)
+
+
+import_app = typer.Typer(help="Import automations from other tools", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("prefect")
+def import_prefect(
+    file: Annotated[Path, typer.Argument(help="Prefect automation YAML/JSON, or a prefect.yaml")],
+    scope_deployments: Annotated[
+        bool,
+        typer.Option(help="Limit deployment triggers to events related to their deployment"),
+    ] = False,
+) -> None:
+    """Print runbell YAML for Prefect automations; what differs is reported on stderr."""
+    from automations.prefect_import import PrefectImportError, convert
+
+    try:
+        result = convert(
+            file.read_text(), source=str(file), scope_deployment_triggers=scope_deployments
+        )
+    except (OSError, PrefectImportError) as exc:
+        typer.echo(f"runbell import prefect: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(result.yaml, nl=False)

@@ -117,3 +117,37 @@ def test_make_run_demo_shows_the_loop(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "title:   Run daft-wallaby failed" in done.stdout
     assert "the loop works" in done.stdout
+
+
+def test_import_prefect_prints_yaml_and_warns_on_stderr() -> None:
+    """`runbell import prefect FILE`: runbell YAML on stdout, differences on stderr."""
+    source = ROOT / "tests" / "fixtures" / "prefect_automations" / "docs_automations.yaml"
+    done = subprocess.run(
+        [str(RUNBELL), "import", "prefect", str(source)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("# Imported from Prefect")
+    assert "automations:" in done.stdout
+    assert "prefect." not in done.stdout.split("automations:", 1)[1].split("{{")[0]
+    assert (
+        "warning: Retry storms: actions[0] (pause-work-pool): no runbell equivalent" in done.stderr
+    )
+
+
+def test_import_prefect_reports_a_bad_file(tmp_path: Path) -> None:
+    """Malformed input exits 1 with the file and what is wrong."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("automations:\n  - name: x\n    trigger: [\n")
+    done = subprocess.run(
+        [str(RUNBELL), "import", "prefect", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert str(bad) in done.stderr
