@@ -51,7 +51,7 @@ class Engine:
         self._compiled = [
             _Compiled(automation, 0, automation.trigger, compile_trigger(automation.trigger))
             for automation in config.automations
-            if automation.enabled
+            if automation.enabled and isinstance(automation.trigger, EventTrigger)
         ]
 
     async def handle(self, events: list[Event]) -> None:
