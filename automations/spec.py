@@ -35,6 +35,7 @@ from pydantic import (
     PrivateAttr,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 PROACTIVE_MIN_WITHIN = timedelta(seconds=10)
@@ -74,10 +75,132 @@ def _parse_duration(value: Any) -> Any:
     return value
 
 
-class Channel(_Strict):
-    """A notification target. ``url`` is any Apprise URL and is treated as a secret."""
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([smhd])\s*$")
+
+
+class RateLimit(_Strict):
+    """At most ``count`` sends per ``per``, as a token bucket (bursts up to ``count``)."""
+
+    count: int = Field(ge=1)
+    per: timedelta
+
+    @classmethod
+    def coerce(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            found = _RATE.match(value)
+            if not found:
+                raise ValueError(
+                    "rate_limit must look like '30/m', '5/s' or '100/10m' (sends per duration)"
+                )
+            amount = float(found[2] or 1) * _UNIT_SECONDS[found[3]]
+            return {"count": int(found[1]), "per": timedelta(seconds=amount)}
+        return value
+
+
+class SlackChannel(_Strict):
+    """Slack: ``webhook_url`` (incoming webhook) or ``token`` + ``channel`` (bot)."""
+
+    webhook_url: str | None = Field(default=None, min_length=1, repr=False)
+    token: str | None = Field(default=None, min_length=1, repr=False)
+    channel: str | None = Field(default=None, min_length=1)
+    base_url: str = Field(default="https://slack.com/api", min_length=1)
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> SlackChannel:
+        if (self.webhook_url is None) == (self.token is None):
+            raise ValueError("slack needs exactly one of webhook_url or token (with channel)")
+        if self.token is not None and not self.channel:
+            raise ValueError("slack bot mode needs a channel; add channel: '#alerts' or an id")
+        return self
+
+
+class EmailChannel(_Strict):
+    """Email over SMTP; ``password`` is a secret (write it as ``${VAR}``)."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(default=25, ge=1, le=65535)
+    sender: str = Field(min_length=1)
+    recipients: list[str] = Field(min_length=1)
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    starttls: bool = False
+
+    @field_validator("recipients", mode="before")
+    @classmethod
+    def _coerce_recipients(cls, value: Any) -> Any:
+        return _as_list(value)
+
+
+class WebhookChannel(_Strict):
+    """A generic JSON webhook, signed when ``secret`` is set; URL and headers are secrets."""
 
     url: str = Field(min_length=1, repr=False)
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    secret: str | None = Field(default=None, repr=False)
+
+
+class Channel(_Strict):
+    """A notification target: exactly one of ``url`` (Apprise), ``slack``, ``email``, ``webhook``.
+
+    ``rate_limit`` ('30/m') delays sends beyond the rate, never drops them;
+    ``timeout`` bounds one send. Every credential is treated as a secret.
+    """
+
+    url: str | None = Field(default=None, min_length=1, repr=False)
+    slack: SlackChannel | None = None
+    email: EmailChannel | None = None
+    webhook: WebhookChannel | None = None
+    rate_limit: RateLimit | None = None
+    timeout: timedelta = timedelta(seconds=10)
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _parse_rate(cls, value: Any) -> Any:
+        return RateLimit.coerce(value)
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _parse_timeout(cls, value: Any) -> Any:
+        return _parse_duration(value)
+
+    @field_validator("timeout")
+    @classmethod
+    def _check_timeout(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("timeout must be positive, e.g. '10s'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Channel:
+        kinds = [k for k in ("url", "slack", "email", "webhook") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                "a channel needs exactly one of url (Apprise), slack, email or webhook"
+                + (f"; found {', '.join(kinds)}" if kinds else "")
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        """``apprise``, ``slack``, ``email`` or ``webhook``."""
+        for kind in ("slack", "email", "webhook"):
+            if getattr(self, kind) is not None:
+                return kind
+        return "apprise"
+
+    def secrets(self) -> set[str]:
+        """Every credential of this channel (URLs, tokens, passwords, header values)."""
+        found = {self.url} if self.url else set()
+        if self.slack is not None:
+            found |= {v for v in (self.slack.webhook_url, self.slack.token) if v}
+        if self.email is not None and self.email.password:
+            found.add(self.email.password)
+        if self.webhook is not None:
+            found |= {self.webhook.url, *self.webhook.headers.values()}
+            if self.webhook.secret:
+                found.add(self.webhook.secret)
+        return found
 
 
 class EventTrigger(_Strict):
@@ -134,26 +257,244 @@ class EventTrigger(_Strict):
         return value
 
 
-class NotifyAction(_Strict):
-    """Send a message to a named channel; ``subject``/``body`` are sandboxed Jinja templates."""
+def _check_template(value: str) -> str:
+    try:
+        _TEMPLATES.parse(value)
+    except TemplateSyntaxError as exc:
+        raise ValueError(
+            f"template syntax error on template line {exc.lineno}: {exc.message}; "
+            "fix the Jinja expression (e.g. '{{ event.resource[\"resource.name\"] }}')"
+        ) from None
+    return value
+
+
+def _check_templates(value: Any) -> Any:
+    """Every string inside a JSON value (dict values, list items) must parse as a template."""
+    if isinstance(value, str):
+        _check_template(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_templates(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_templates(item)
+    return value
+
+
+class RetrySpec(_Strict):
+    """Per-action delivery policy: exponential backoff from ``backoff`` (doubling, full
+    jitter, capped at 5 min), at most ``max_attempts`` attempts, none after ``max_age``."""
+
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    max_age: timedelta = timedelta(hours=24)
+    backoff: timedelta = timedelta(seconds=1)
+
+    @field_validator("max_age", "backoff", mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        return _parse_duration(value)
+
+    @field_validator("max_age", "backoff")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration, e.g. '2s' or '1h'")
+        return value
+
+
+class _Action(_Strict):
+    retry: RetrySpec | None = None
+
+
+class NotifyAction(_Action):
+    """Send a message to a named channel; ``subject``/``body`` are sandboxed Jinja templates.
+
+    Without subject/body the default message for the event family is sent.
+    ``fallback`` names a channel that gets the message once this one is dead-lettered.
+    """
 
     type: Literal["notify"]
     channel: str = Field(min_length=1)
     subject: str | None = None
     body: str | None = None
+    fallback: str | None = Field(default=None, min_length=1)
 
     @field_validator("subject", "body")
     @classmethod
     def _check_template(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                _TEMPLATES.parse(value)
-            except TemplateSyntaxError as exc:
-                raise ValueError(
-                    f"template syntax error on template line {exc.lineno}: {exc.message}; "
-                    "fix the Jinja expression (e.g. '{{ event.resource[\"resource.name\"] }}')"
-                ) from None
+        return None if value is None else _check_template(value)
+
+
+_RUN_ID = "{{ run.id }}"
+
+
+class _OrchestratorAction(_Action):
+    orchestrator: str | None = Field(default=None, min_length=1)  # default: the only one
+
+
+class _RunAction(_OrchestratorAction):
+    run_id: str = Field(default=_RUN_ID, min_length=1)
+
+    @field_validator("run_id")
+    @classmethod
+    def _check_run_id(cls, value: str) -> str:
+        return _check_template(value)
+
+
+class CallWebhookAction(_Action):
+    """Call an HTTP endpoint; strings in url/headers/body are templates, JSON types are kept.
+
+    A non-2xx answer is a failure (5xx/429/408 retryable, ``Retry-After`` honoured).
+    """
+
+    type: Literal["call-webhook"]
+    url: str = Field(min_length=1)
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: Any = None
+    payload: str | None = None  # Prefect's form: one template rendered to the raw body text
+    timeout: timedelta = timedelta(seconds=10)
+
+    @field_validator("url", "headers", "body", "payload")
+    @classmethod
+    def _check(cls, value: Any) -> Any:
+        return _check_templates(value)
+
+    @model_validator(mode="after")
+    def _one_body(self) -> CallWebhookAction:
+        if self.body is not None and self.payload is not None:
+            raise ValueError(
+                "write body (JSON, templated values) or payload (one template), not both"
+            )
+        return self
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _parse_timeout(cls, value: Any) -> Any:
+        return _parse_duration(value)
+
+
+class RetryRunAction(_RunAction):
+    """Put the run back to be run again (Prefect: Scheduled/AwaitingRetry)."""
+
+    type: Literal["retry-run"]
+
+
+class CancelRunAction(_RunAction):
+    """Ask the orchestrator to cancel the run."""
+
+    type: Literal["cancel-run"]
+
+
+_STATE_TYPES = frozenset(
+    {
+        "SCHEDULED",
+        "PENDING",
+        "RUNNING",
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "CRASHED",
+        "PAUSED",
+        "CANCELLING",
+    }
+)
+
+
+class ChangeRunStateAction(_RunAction):
+    """Propose a new state for the run; ``force`` skips the orchestrator's rules."""
+
+    type: Literal["change-run-state"]
+    state: str
+    name: str | None = None
+    message: str | None = None
+    force: bool = False
+
+    @field_validator("state")
+    @classmethod
+    def _check_state(cls, value: str) -> str:
+        if value.upper() not in _STATE_TYPES:
+            raise ValueError(f"state must be one of {', '.join(sorted(_STATE_TYPES))}")
+        return value.upper()
+
+    @field_validator("name", "message")
+    @classmethod
+    def _check_text(cls, value: str | None) -> str | None:
+        return None if value is None else _check_template(value)
+
+
+class RunDeploymentAction(_OrchestratorAction):
+    """Create a run of a deployment; string parameters are templates that keep JSON types."""
+
+    type: Literal["run-deployment"]
+    # ``source: inferred`` (or no deployment given) runs the event's own deployment.
+    source: Literal["selected", "inferred"] | None = None
+    deployment_id: str | None = Field(default=None, min_length=1)
+    deployment: str | None = Field(default=None, min_length=1)  # a name, as Prefect imports give
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    job_variables: dict[str, Any] | None = None
+    schedule_after: timedelta = timedelta(0)
+
+    @field_validator("deployment_id", "parameters", "job_variables")
+    @classmethod
+    def _check(cls, value: Any) -> Any:
+        return _check_templates(value)
+
+    @field_validator("schedule_after", mode="before")
+    @classmethod
+    def _parse_after(cls, value: Any) -> Any:
+        return _parse_duration(value)
+
+    @property
+    def target(self) -> str:
+        """The deployment template: the one given, else the event's own deployment."""
+        return self.deployment_id or self.deployment or "{{ deployment.id }}"
+
+
+class PauseAutomationAction(_Action):
+    """Pause an automation (this one when ``automation`` is not given)."""
+
+    type: Literal["pause-automation"]
+    source: Literal["selected", "inferred"] | None = None  # Prefect's word; inferred = this one
+    automation: str | None = Field(default=None, min_length=1)
+
+
+class ResumeAutomationAction(_Action):
+    """Resume a paused automation (this one when ``automation`` is not given)."""
+
+    type: Literal["resume-automation"]
+    source: Literal["selected", "inferred"] | None = None  # Prefect's word; inferred = this one
+    automation: str | None = Field(default=None, min_length=1)
+
+
+class EmitEventAction(_Action):
+    """Publish an event; every string inside is a template (JSON types kept)."""
+
+    type: Literal["emit-event"]
+    event: str = Field(min_length=1)
+    resource: dict[str, str]
+    related: list[dict[str, str]] = Field(default_factory=list)
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("event", "resource", "related", "payload")
+    @classmethod
+    def _check(cls, value: Any) -> Any:
+        return _check_templates(value)
+
+    @field_validator("resource")
+    @classmethod
+    def _needs_id(cls, value: dict[str, str]) -> dict[str, str]:
+        if "resource.id" not in value:
+            raise ValueError(
+                "resource needs a 'resource.id', e.g. 'automation.{{ automation.name }}'"
+            )
         return value
+
+
+class DoNothingAction(_Action):
+    """Record that the automation fired, and nothing else (Prefect's do-nothing)."""
+
+    type: Literal["do-nothing"]
 
 
 class _CompositeTrigger(_Strict):
@@ -219,7 +560,21 @@ _CompositeTrigger.model_rebuild()
 CompoundTrigger.model_rebuild()
 SequenceTrigger.model_rebuild()
 
-Action = Annotated[NotifyAction, Field(discriminator="type")]
+Action = Annotated[
+    Union[  # noqa: UP007 (same spelling as Trigger)
+        NotifyAction,
+        CallWebhookAction,
+        RetryRunAction,
+        RunDeploymentAction,
+        CancelRunAction,
+        ChangeRunStateAction,
+        PauseAutomationAction,
+        ResumeAutomationAction,
+        EmitEventAction,
+        DoNothingAction,
+    ],
+    Field(discriminator="type"),
+]
 """Every action kind, discriminated on ``type``. Add members here."""
 
 TRIGGER_TYPES: dict[str, type[BaseModel]] = {
@@ -227,7 +582,45 @@ TRIGGER_TYPES: dict[str, type[BaseModel]] = {
     "compound": CompoundTrigger,
     "sequence": SequenceTrigger,
 }
-ACTION_TYPES: dict[str, type[BaseModel]] = {"notify": NotifyAction}
+ACTION_TYPES: dict[str, type[BaseModel]] = {
+    "notify": NotifyAction,
+    "call-webhook": CallWebhookAction,
+    "retry-run": RetryRunAction,
+    "run-deployment": RunDeploymentAction,
+    "cancel-run": CancelRunAction,
+    "change-run-state": ChangeRunStateAction,
+    "pause-automation": PauseAutomationAction,
+    "resume-automation": ResumeAutomationAction,
+    "emit-event": EmitEventAction,
+    "do-nothing": DoNothingAction,
+}
+ORCHESTRATOR_ACTIONS = frozenset({"retry-run", "run-deployment", "cancel-run", "change-run-state"})
+
+
+class PrefectOrchestrator(_Strict):
+    """Prefect's REST API: ``api_url`` such as ``http://127.0.0.1:4200/api``."""
+
+    api_url: str = Field(min_length=1)
+    api_key: str | None = Field(default=None, repr=False)
+    timeout: timedelta = timedelta(seconds=10)
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _parse_timeout(cls, value: Any) -> Any:
+        return _parse_duration(value)
+
+
+class Orchestrator(_Strict):
+    """Where orchestrator actions go: ``prefect`` or ``http`` (templated requests)."""
+
+    prefect: PrefectOrchestrator | None = None
+    http: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Orchestrator:
+        if (self.prefect is None) == (self.http is None):
+            raise ValueError("an orchestrator needs exactly one of prefect or http")
+        return self
 
 
 class Automation(_Strict):
@@ -245,14 +638,16 @@ class Config(_Strict):
     """Everything loaded from one or more automation files, merged."""
 
     channels: dict[str, Channel] = Field(default_factory=dict)
+    orchestrators: dict[str, Orchestrator] = Field(default_factory=dict)
     automations: list[Automation] = Field(default_factory=list)
 
     _secrets: frozenset[str] = PrivateAttr(default=frozenset())
 
     def secrets(self) -> frozenset[str]:
         """Every value that must never be logged: resolved ``${VAR}`` values and channel URLs."""
-        urls = {channel.url for channel in self.channels.values() if channel.url}
-        return self._secrets | urls
+        urls = {secret for channel in self.channels.values() for secret in channel.secrets()}
+        keys = {o.prefect.api_key for o in self.orchestrators.values() if o.prefect}
+        return self._secrets | urls | {key for key in keys if key}
 
     def redact(self, text: str) -> str:
         """``text`` with every secret replaced by ``***`` (longest first)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -103,9 +104,10 @@ def _load_supported(result: ImportResult, tmp_path: Path) -> tuple[list[str], An
         yaml.safe_dump({"channels": document.get("channels", {}), "automations": kept}),
         encoding="utf-8",
     )
+    # Every ${VAR} the import wrote (channel and call-webhook URLs) gets a harmless URL.
     env = {
-        name[2:-1]: "json://127.0.0.1:9/notify"
-        for name in (channel["url"] for channel in document.get("channels", {}).values())
+        name: "json://127.0.0.1:9/notify"
+        for name in re.findall(r"\$\{([A-Z0-9_]+)\}", path.read_text(encoding="utf-8"))
     }
     return [item["name"] for item in kept], load_config([path], env)
 
