@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import uuid4
@@ -164,3 +165,43 @@ def import_prefect(
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(result.yaml, nl=False)
+
+
+@app.command("test")
+def replay_events(
+    automations: Annotated[list[Path], typer.Argument(help="Automations YAML files")],
+    events: Annotated[Path, typer.Option("--events", help="Events, one JSON object per line")],
+    start: Annotated[
+        datetime | None, typer.Option(help="When the automations start (default: first arrival)")
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(help="Run the clock on to here so deadlines fire")
+    ] = None,
+) -> None:
+    """Replay events through the real engine in virtual time; one JSON line per firing."""
+    import asyncio
+
+    from automations.replay import firing_line, replay
+    from events.model import Event
+    from notifiers import Redactor, configure_logging
+
+    config = _load_or_exit(automations, Settings.from_env())
+    configure_logging(Redactor(config.secrets()), json=False, stream=sys.stderr, level="warning")
+    parsed: list[Event] = []
+    for number, line in enumerate(events.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            parsed.append(Event.model_validate_json(line))
+        except ValueError as exc:
+            typer.echo(f"{events}:{number}: not a valid event: {exc}", err=True)
+            raise typer.Exit(2) from None
+    firings = asyncio.run(replay(config, parsed, start=_aware(start), until=_aware(until)))
+    for firing in firings:
+        typer.echo(json.dumps(firing_line(firing)))
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)

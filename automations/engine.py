@@ -1,41 +1,68 @@
-"""The engine: consume event batches, match triggers, record firings and intents.
+"""The engine: consume event batches, evaluate triggers, record firings and intents.
 
-The engine never talks to Slack or an orchestrator: it writes firings and action
-intents to the durable outbox in one transaction with the processed event ids,
-and only then returns, so the bus commits the batch after the state is durable.
-A redelivered event id is skipped (it is in ``processed_events``), and a firing
-id is deterministic, so replaying a batch can never produce a second firing.
+The engine never talks to Slack or an orchestrator: it writes firings, action
+intents and the changed trigger state to the database in ONE transaction with
+the processed event ids, and only then returns, so the bus commits the batch
+after the state is durable. A redelivered event id is skipped (it is in
+``processed_events``), and a firing id is derived from the evaluation's
+deterministic key, so replaying a batch can never produce a second firing.
+
+Time. Windows run on event time. Proactive deadlines are settled by
+:meth:`Engine.tick`, which the service calls from a timer armed at
+:meth:`Engine.next_wakeup`; ``tick`` reads the lag-corrected event clock
+(:class:`automations.triggers.EventClock`), so working off a backlog never makes
+a deadline pass early.
+
+Candidates come from an index on exact event names and exact resource ids (the
+event's own and its related resources'), so K automations that each watch a
+different deployment cost about what one does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 import structlog
 
-from automations.matching import CompiledTrigger, compile_trigger
-from automations.spec import Automation, Config, EventTrigger
-from automations.state import Firing, Intent, StateStore, firing_id
+from automations import trigger_store
+from automations._buckets import Bucket
+from automations.spec import Automation, CompoundTrigger, Config, EventTrigger, SequenceTrigger
+from automations.state import Firing, Intent, StateStore
+from automations.trigger_store import Pending
+from automations.triggers import (
+    Composite,
+    EventClock,
+    OrderingState,
+    Outcome,
+    State,
+    TriggerEvaluator,
+    TriggerFiring,
+    admit,
+    next_release,
+    release,
+)
 from events.clock import Clock
 from events.model import Event
 
 log = structlog.get_logger("runbell.engine")
 
 CHECKPOINT = "engine"
+_NS = uuid5(NAMESPACE_URL, "https://runbell.dev/firing")
+_RECENT_EVENTS = 10_000
+_GLOB = set("*?![]")
 
 
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    automation: Automation
-    index: int
-    trigger: EventTrigger
-    matcher: CompiledTrigger
+def firing_id_for(firing: TriggerFiring) -> str:
+    return str(uuid5(_NS, firing.key))
 
 
 class Engine:
-    """Reactive evaluation of the loaded automations over event batches."""
+    """Evaluates the loaded automations over event batches and timers."""
 
     def __init__(
         self,
@@ -44,84 +71,341 @@ class Engine:
         clock: Clock,
         *,
         on_intents: Callable[[], None] | None = None,
+        record: bool = False,
     ) -> None:
         self.state = state
         self.clock = clock
         self.on_intents = on_intents
-        self._compiled = [
-            _Compiled(automation, 0, automation.trigger, compile_trigger(automation.trigger))
-            for automation in config.automations
-            if automation.enabled and isinstance(automation.trigger, EventTrigger)
-        ]
+        self.record = record
+        self.recorded: list[Firing] = []  # with ``record``: every firing committed, in order
+        self.automations = {a.name: a for a in config.automations if a.enabled}
+        self.evaluators = {name: TriggerEvaluator(a) for name, a in self.automations.items()}
+        self.index = CandidateIndex(self.automations.values())
+        self._states: dict[str, State] = {name: State() for name in self.automations}
+        self._deadlines: dict[str, datetime] = {}
+        self._held: dict[str, Any] = {}
+        self._event_clock = EventClock()
+        self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # handle() and tick() both move the in-memory state: one at a time.
+        self._lock = asyncio.Lock()
 
+    # -- lifecycle ---------------------------------------------------------------
+    async def load(self) -> None:
+        """Restore trigger state, held followers and the event clock; open start windows."""
+        loaded = await trigger_store.load(self.state.engine)
+        for name, entries in loaded.states.items():
+            if name in self._states:
+                self._states[name] = State(entries)
+        self._held = dict(loaded.held)
+        # Resume the event clock where it stopped: time the process was down is not
+        # time the bus was quiet, so no deadline passes before the backlog is read.
+        if loaded.clock.occurred is not None:
+            self._event_clock = EventClock(loaded.clock.occurred, self.clock.now())
+        pending = Pending()
+        now = self._event_clock.as_of(self.clock.now())
+        for name, evaluator in self.evaluators.items():
+            outcome = evaluator.on_start(now, self._states[name])
+            self._apply(name, outcome, pending)
+        for name in self.evaluators:
+            self._refresh_deadline(name)
+        if pending:
+            await self.state.commit_batch(
+                processed=[],
+                firings=[],
+                intents=[],
+                now=self.clock.now(),
+                checkpoint=None,
+                extra=lambda conn: trigger_store.write(conn, pending),
+            )
+
+    # -- events --------------------------------------------------------------------
     async def handle(self, events: list[Event]) -> None:
         """Process one batch; returns only once its outcome is durable."""
+        async with self._lock:
+            await self._handle(events)
+
+    async def _handle(self, events: list[Event]) -> None:
         fresh = await self.state.unprocessed([e.id for e in events])
+        leaders = {e.follows for e in events if e.follows is not None}
+        seen_leaders = set(leaders) - await self.state.unprocessed(list(leaders))
+        pending = Pending()
         firings: list[Firing] = []
         intents: list[Intent] = []
-        done: set[Any] = set()
+        done: set[UUID] = set()
+        arrival_max: datetime | None = None
         for event in events:
             if event.id not in fresh or event.id in done:
                 continue
             done.add(event.id)
-            for firing, owed in self.evaluate(event):
-                firings.append(firing)
-                intents.extend(owed)
+            arrival = event.received or event.occurred
+            arrival_max = arrival if arrival_max is None else max(arrival_max, arrival)
+            # The clock is corrected for consumer lag: it advances with what this
+            # process sees, at the moment it sees it, not with ingestion stamps.
+            self._event_clock = self._event_clock.observe(event, self.clock.now())
+            leader = event.follows
+            seen = (
+                {str(leader): arrival}
+                if leader is not None and (leader in seen_leaders or leader in done)
+                else {}
+            )
+            admission = admit(event, arrival, OrderingState(seen, self._held))
+            self._track_held(admission.state.held, pending)
+            for ready in admission.ready:
+                self._remember(ready)
+                self._evaluate(ready, ready.received or arrival, pending, firings, intents)
+        if done:
+            pending.clock = self._event_clock
         received = [e.received for e in events if e.received is not None]
-        await self.state.commit_batch(
+        await self._commit(
             processed=done,
+            pending=pending,
+            firings=firings,
+            intents=intents,
+            checkpoint=(CHECKPOINT, max(received)) if received else None,
+        )
+
+    def evaluate(self, event: Event, arrival: datetime) -> list[tuple[Firing, list[Intent]]]:
+        """Evaluate one event in memory (no ordering hold, nothing written): for tools."""
+        firings: list[Firing] = []
+        intents: list[Intent] = []
+        self._remember(event)
+        self._evaluate(event, arrival, Pending(), firings, intents)
+        return [(f, [i for i in intents if i.firing_id == f.id]) for f in firings]
+
+    def _evaluate(
+        self,
+        event: Event,
+        arrival: datetime,
+        pending: Pending,
+        firings: list[Firing],
+        intents: list[Intent],
+    ) -> None:
+        for name in self.index.candidates(event):
+            outcome = self.evaluators[name].on_event(event, arrival, self._states[name])
+            self._apply(name, outcome, pending, firings, intents)
+
+    # -- time ----------------------------------------------------------------------
+    def next_wakeup(self) -> datetime | None:
+        """Wall time of the next deadline or held-event release (None: nothing pending)."""
+        moments: list[datetime] = []
+        if self._deadlines:
+            deadline = min(self._deadlines.values())
+            clock = self._event_clock
+            if clock.occurred is not None and clock.seen_at is not None:
+                deadline = deadline - clock.occurred + clock.seen_at
+            moments.append(deadline)
+        held_release = next_release(OrderingState({}, self._held))
+        if held_release is not None:
+            moments.append(held_release)
+        return min(moments, default=None)
+
+    async def tick(self) -> int:
+        """Settle what is due at the clock's now; returns how many firings it made."""
+        async with self._lock:
+            return await self._tick()
+
+    async def _tick(self) -> int:
+        wall = self.clock.now()
+        pending = Pending()
+        firings: list[Firing] = []
+        intents: list[Intent] = []
+        admission = release(wall, OrderingState({}, self._held))
+        self._track_held(admission.state.held, pending)
+        for event in admission.ready:
+            self._remember(event)
+            self._evaluate(event, wall, pending, firings, intents)
+        event_now = self._event_clock.as_of(wall)
+        for name, deadline in list(self._deadlines.items()):
+            if deadline <= event_now:
+                outcome = self.evaluators[name].advance(event_now, self._states[name])
+                self._apply(name, outcome, pending, firings, intents)
+        if pending or firings:
+            await self._commit(
+                processed=[e.id for e in admission.ready],
+                pending=pending,
+                firings=firings,
+                intents=intents,
+                checkpoint=None,
+            )
+        return len(firings)
+
+    # -- internals -----------------------------------------------------------------
+    def _apply(
+        self,
+        name: str,
+        outcome: Outcome,
+        pending: Pending,
+        firings: list[Firing] | None = None,
+        intents: list[Intent] | None = None,
+    ) -> None:
+        if outcome.changes:
+            self._states[name] = outcome.state
+            trigger_store.merge(pending, name, outcome.changes)
+            self._refresh_deadline(name)
+        if firings is None or intents is None:
+            return
+        automation = self.automations[name]
+        for decided in outcome.firings:
+            firing = self._firing(automation, decided)
+            firings.append(firing)
+            actions = (
+                automation.actions
+                if decided.state == "triggered"
+                else automation.actions_on_resolve
+            )
+            intents.extend(
+                Intent(firing.id, name, index, action.model_dump(mode="json"))
+                for index, action in enumerate(actions)
+            )
+
+    def _refresh_deadline(self, name: str) -> None:
+        deadline = self.evaluators[name].next_deadline(self._states[name])
+        if deadline is None:
+            self._deadlines.pop(name, None)
+        else:
+            self._deadlines[name] = deadline
+
+    def _track_held(self, held: Any, pending: Pending) -> None:
+        for event_id in set(self._held) - set(held):
+            pending.held_removed.add(event_id)
+            pending.held_added.pop(event_id, None)
+        for event_id in set(held) - set(self._held):
+            pending.held_added[event_id] = held[event_id]
+        self._held = dict(held)
+
+    def _remember(self, event: Event) -> None:
+        self._recent[str(event.id)] = event.model_dump(mode="json", exclude_none=True)
+        if len(self._recent) > _RECENT_EVENTS:
+            self._recent.popitem(last=False)
+
+    def _firing(self, automation: Automation, decided: TriggerFiring) -> Firing:
+        events = [self._recent[i] for i in decided.event_ids if i in self._recent]
+        return Firing(
+            id=firing_id_for(decided),
+            automation=automation.name,
+            state=decided.state,
+            at=decided.at,
+            bucket=decided.bucket,
+            event_ids=list(decided.event_ids),
+            context={
+                "automation": {"name": automation.name, "description": automation.description},
+                "event": events[0] if events else {},
+                "events": events,
+                "trigger": decided.trigger,
+            },
+        )
+
+    async def _commit(
+        self,
+        *,
+        processed: Iterable[UUID],
+        pending: Pending,
+        firings: Sequence[Firing],
+        intents: Sequence[Intent],
+        checkpoint: tuple[str, datetime] | None,
+    ) -> None:
+        await self.state.commit_batch(
+            processed=processed,
             firings=firings,
             intents=intents,
             now=self.clock.now(),
-            checkpoint=(CHECKPOINT, max(received)) if received else None,
+            checkpoint=checkpoint,
+            extra=(lambda conn: trigger_store.write(conn, pending)) if pending else None,
         )
+        if self.record:
+            self.recorded.extend(firings)
         for firing in firings:
             log.info(
                 "automation_fired",
                 automation=firing.automation,
+                state=firing.state,
                 firing=firing.id,
                 bucket=firing.bucket,
-                triggering_event=firing.event_ids[0],
+                triggering_event=firing.event_ids[0] if firing.event_ids else None,
             )
         if intents and self.on_intents is not None:
             self.on_intents()
 
-    def evaluate(self, event: Event) -> list[tuple[Firing, list[Intent]]]:
-        """Pure: the firings (and their intents) that ``event`` causes on its own."""
-        out: list[tuple[Firing, list[Intent]]] = []
-        for compiled in self._compiled:
-            matcher = compiled.matcher
-            if not (matcher.matches(event) and matcher.expects(event.event)):
+
+class CandidateIndex:
+    """Which automations can care about an event, from exact names and resource ids.
+
+    An automation is indexed by name when every event trigger in it lists only
+    exact names in ``expect``/``after``; within a name, by resource id when every
+    event trigger pins ``resource.id`` exactly in ``match`` or in a ``match_related``
+    entry. Anything else (globs, negation, empty ``expect``, a resolvable
+    ``for_each`` trigger that must see every event of its bucket) is checked for
+    every event.
+    """
+
+    def __init__(self, automations: Iterable[Automation]) -> None:
+        self._by_name: dict[str, tuple[dict[str, list[str]], list[str]]] = {}
+        self._always: list[str] = []
+        for automation in automations:
+            nodes = list(_event_triggers(automation.trigger))
+            names = _exact_names(nodes)
+            if names is None or (automation.actions_on_resolve and any(n.for_each for n in nodes)):
+                self._always.append(automation.name)
                 continue
-            bucket = dict(zip(matcher.for_each, matcher.bucket_key(event), strict=True))
-            at = event.received or event.occurred
-            firing = Firing(
-                id=firing_id(
-                    compiled.automation.name, compiled.index, _key(bucket), event.id, "triggered"
-                ),
-                automation=compiled.automation.name,
-                state="triggered",
-                at=at,
-                bucket=bucket,
-                event_ids=[str(event.id)],
-                context=_context(compiled.automation, event),
-            )
-            intents = [
-                Intent(firing.id, firing.automation, index, action.model_dump(mode="json"))
-                for index, action in enumerate(compiled.automation.actions)
-            ]
-            out.append((firing, intents))
-        return out
+            ids = _exact_ids(nodes)
+            for name in names:
+                by_id, unindexed = self._by_name.setdefault(name, ({}, []))
+                if ids is None:
+                    unindexed.append(automation.name)
+                else:
+                    for resource_id in ids:
+                        by_id.setdefault(resource_id, []).append(automation.name)
+
+    def candidates(self, event: Event) -> list[str]:
+        found = list(self._always)
+        entry = self._by_name.get(event.event)
+        if entry is None:
+            return found
+        by_id, unindexed = entry
+        found.extend(unindexed)
+        if by_id:
+            seen: set[str] = set()
+            for resource_id in (event.resource_id, *(r["resource.id"] for r in event.related)):
+                for name in by_id.get(resource_id, ()):
+                    if name not in seen:
+                        seen.add(name)
+                        found.append(name)
+        return found
 
 
-def _key(bucket: dict[str, str]) -> str:
-    return "\x1e".join(f"{k}={v}" for k, v in sorted(bucket.items()))
+def _event_triggers(trigger: Any) -> Iterable[EventTrigger]:
+    if isinstance(trigger, EventTrigger):
+        yield trigger
+    elif isinstance(trigger, CompoundTrigger | SequenceTrigger):
+        for child in trigger.triggers:
+            yield from _event_triggers(child)
 
 
-def _context(automation: Automation, event: Event) -> dict[str, Any]:
-    as_json = event.model_dump(mode="json", exclude_none=True)
-    return {
-        "automation": {"name": automation.name, "description": automation.description},
-        "event": as_json,
-        "events": [as_json],
-    }
+def _exact(value: str) -> bool:
+    return not (_GLOB & set(value))
+
+
+def _exact_names(nodes: list[EventTrigger]) -> set[str] | None:
+    names: set[str] = set()
+    for node in nodes:
+        patterns = [*node.expect, *node.after]
+        if not node.expect or not all(_exact(p) for p in patterns):
+            return None
+        names.update(patterns)
+    return names
+
+
+def _exact_ids(nodes: list[EventTrigger]) -> set[str] | None:
+    ids: set[str] = set()
+    for node in nodes:
+        pinned = [node.match.get("resource.id")] + [
+            spec.get("resource.id") for spec in node.match_related
+        ]
+        choice = next((p for p in pinned if p and all(_exact(v) for v in p)), None)
+        if choice is None:
+            return None
+        ids.update(choice)
+    return ids
+
+
+__all__ = ["Bucket", "CandidateIndex", "Composite", "Engine", "firing_id_for"]

@@ -70,11 +70,14 @@ class Service:
         self._ingest_lock = asyncio.Lock()
         self._last_received: datetime | None = None
         self._housekeeping: asyncio.Task[None] | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self._timer_wake = asyncio.Event()
 
     async def start(self) -> None:
         await self.store.start()
         await self.state.create_tables()
-        self.bus.subscribe(ENGINE_GROUP, self.engine.handle)
+        await self.engine.load()
+        self.bus.subscribe(ENGINE_GROUP, self._engine_batch)
         if not self.settings.embedded:
             self.bus.subscribe(STORE_GROUP, self._store_batch)
         await self.bus.start()
@@ -82,6 +85,7 @@ class Service:
             await self._recover()
         await self.dispatcher.start(exclusive=self.settings.embedded)
         self._housekeeping = asyncio.create_task(self._prune_forever(), name="runbell-retention")
+        self._timer = asyncio.create_task(self._timer_forever(), name="runbell-engine-timer")
         log.info(
             "service_started",
             bus=self.settings.bus_url,
@@ -91,10 +95,11 @@ class Service:
         )
 
     async def stop(self) -> None:
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping
+        for task in (self._housekeeping, self._timer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.dispatcher.stop()
         await self.bus.stop()
         await self.store.stop()
@@ -121,6 +126,30 @@ class Service:
             now = self._last_received + timedelta(microseconds=1)
         self._last_received = now
         return now
+
+    async def _engine_batch(self, events: list[Event]) -> None:
+        await self.engine.handle(events)
+        self._timer_wake.set()  # the batch may have armed an earlier deadline
+
+    async def _timer_forever(self) -> None:
+        """Settle deadlines when they fall due (a timer, not a poll)."""
+        while True:
+            self._timer_wake.clear()
+            wake_at = self.engine.next_wakeup()
+            delay = None if wake_at is None else (wake_at - self.clock.now()).total_seconds()
+            if delay is None or delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._timer_wake.wait(), delay)
+                continue
+            try:
+                await self.engine.tick()
+                stuck = self.engine.next_wakeup() == wake_at
+            except Exception as exc:  # the next wake-up retries
+                log.error("engine_tick_failed", error=str(exc))
+                stuck = True
+            if stuck:  # never spin: a wake-up that settled nothing waits a second
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._timer_wake.wait(), 1.0)
 
     async def _store_batch(self, events: list[Event]) -> None:
         await self.store.insert(events)

@@ -13,7 +13,7 @@ Invariants (see automations/CONTRACTS.md):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -60,6 +60,10 @@ class OutboxRow(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
     next_attempt_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False, index=True))
     last_error: str | None = Field(default=None, sa_column=Column(String(2000), nullable=True))
+    # What a successful send created (Slack: {"channel", "ts"}), for a later resolve.
+    ref: dict[str, str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # Bumped by each replay: attempts of one series share it (see StateStore.replay).
+    series: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
 
 
 class AttemptRow(SQLModel, table=True):
@@ -82,6 +86,16 @@ class AttemptRow(SQLModel, table=True):
     latency_ms: float
     target: str = Field(max_length=2000)
     reason: str = Field(max_length=2000)
+    series: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+
+
+class PausedRow(SQLModel, table=True):
+    """An automation paused by a ``pause-automation`` action (the engine skips it)."""
+
+    __tablename__ = "automation_paused"
+
+    name: str = Field(primary_key=True, max_length=512)
+    at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
 
 
 class ProcessedRow(SQLModel, table=True):
@@ -118,6 +132,8 @@ class Outcome:
     status: str  # sent | pending (retry later) | dead
     next_attempt_at: datetime | None
     error: str | None
+    ref: Mapping[str, str] | None = None  # stored on the outbox row when given
+    spawn: tuple[Intent, ...] = ()  # follow-up intents (a fallback), inserted with the outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +184,12 @@ class StateStore:
         intents: Sequence[Intent],
         now: datetime,
         checkpoint: tuple[str, datetime] | None,
+        extra: Callable[[AsyncConnection], Awaitable[None]] | None = None,
     ) -> None:
-        """Write a batch's outcome atomically; duplicates of earlier writes are ignored."""
+        """Write a batch's outcome atomically; duplicates of earlier writes are ignored.
+
+        ``extra`` runs inside the same transaction (the engine's trigger state).
+        """
         processed_rows = [{"event_id": str(i), "at": now} for i in processed]
         async with self.engine.begin() as conn:
             if processed_rows:
@@ -222,6 +242,8 @@ class StateStore:
                     ),
                     [{"name": name, "received": received}],
                 )
+            if extra is not None:
+                await extra(conn)
 
     async def checkpoint(self, name: str) -> datetime | None:
         table = CheckpointRow.__table__  # type: ignore[attr-defined]

@@ -166,9 +166,15 @@ class TriggerFiring:
     @property
     def key(self) -> str:
         """Deterministic: the same evaluation always yields the same key (idempotency)."""
-        cause = self.event_ids[0] if self.event_ids else self.at.isoformat()
+        # ``at`` is part of it: a Proactive bucket fires at every window end with the
+        # same last event; ``at`` (arrival or deadline) is stored, so still deterministic.
+        cause = self.event_ids[0] if self.event_ids else ""
         labels = orjson.dumps(self.bucket, option=orjson.OPT_SORT_KEYS).decode()
-        return f"{self.automation}\x1f{self.trigger}\x1f{labels}\x1f{self.state}\x1f{cause}"
+        moment = self.at.isoformat()
+        return (
+            f"{self.automation}\x1f{self.trigger}\x1f{labels}\x1f{self.state}"
+            f"\x1f{cause}\x1f{moment}"
+        )
 
 
 @dataclass(frozen=True)

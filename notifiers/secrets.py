@@ -253,7 +253,9 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
-def configure_logging(redactor: Redactor, json: bool, *, stream: TextIO | None = None) -> None:
+def configure_logging(
+    redactor: Redactor, json: bool, *, stream: TextIO | None = None, level: str = "info"
+) -> None:
     """Configure structlog and stdlib logging once, at start-up, with redaction.
 
     Every structlog event passes ``redactor.redact_processor`` after exception
@@ -276,7 +278,9 @@ def configure_logging(redactor: Redactor, json: bool, *, stream: TextIO | None =
     structlog.configure(
         processors=[*shared, renderer],
         logger_factory=structlog.PrintLoggerFactory(file=out),
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
         cache_logger_on_first_use=False,
     )
 

@@ -1,0 +1,162 @@
+"""Durable trigger state: buckets and composites, held followers, the event clock.
+
+Written in the same transaction as the batch's firings and intents (see
+:meth:`automations.state.StateStore.commit_batch`'s ``extra`` hook), so a restart
+resumes exactly where the last committed batch left off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import orjson
+from pydantic import TypeAdapter
+from sqlalchemy import Column, String, Text, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlmodel import Field, SQLModel
+
+from automations._buckets import Bucket
+from automations.state import _insert_ignore
+from automations.triggers import Composite, Entry, EventClock, Held
+from events.database import UtcDateTime
+
+_ENTRY: TypeAdapter[Bucket | Composite] = TypeAdapter(Entry)
+
+
+class TriggerStateRow(SQLModel, table=True):
+    __tablename__ = "trigger_state"
+
+    automation: str = Field(primary_key=True, max_length=512)
+    key: str = Field(primary_key=True, max_length=2000)
+    entry: str = Field(sa_column=Column(Text, nullable=False))
+    deadline: datetime | None = Field(
+        default=None, sa_column=Column(UtcDateTime(), nullable=True, index=True)
+    )
+
+
+class HeldEventRow(SQLModel, table=True):
+    __tablename__ = "held_events"
+
+    event_id: str = Field(primary_key=True, max_length=36)
+    follows: str = Field(max_length=36, index=True)
+    arrival: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    event: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class EngineMetaRow(SQLModel, table=True):
+    __tablename__ = "engine_meta"
+
+    name: str = Field(primary_key=True, max_length=200)
+    value: str = Field(sa_column=Column(String(4000), nullable=False))
+
+
+@dataclass
+class Pending:
+    """What one batch changed, to be written with its firings."""
+
+    entries: dict[tuple[str, str], Bucket | Composite | None] = field(default_factory=dict)
+    held_added: dict[str, Held] = field(default_factory=dict)
+    held_removed: set[str] = field(default_factory=set)
+    clock: EventClock | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.entries or self.held_added or self.held_removed or self.clock)
+
+
+@dataclass
+class Loaded:
+    states: dict[str, dict[str, Bucket | Composite]]
+    held: dict[str, Held]
+    clock: EventClock
+
+
+async def load(engine: AsyncEngine) -> Loaded:
+    states: dict[str, dict[str, Bucket | Composite]] = {}
+    held: dict[str, Held] = {}
+    clock = EventClock()
+    entries = TriggerStateRow.__table__  # type: ignore[attr-defined]
+    held_table = HeldEventRow.__table__  # type: ignore[attr-defined]
+    meta = EngineMetaRow.__table__  # type: ignore[attr-defined]
+    async with engine.connect() as conn:
+        for row in await conn.execute(select(entries)):
+            states.setdefault(row.automation, {})[row.key] = _ENTRY.validate_json(row.entry)
+        for row in await conn.execute(select(held_table)):
+            held[row.event_id] = Held(row.follows, row.arrival, row.event)
+        found = (await conn.execute(select(meta.c.value).where(meta.c.name == "clock"))).first()
+    if found:
+        raw = orjson.loads(found[0])
+        clock = EventClock(
+            datetime.fromisoformat(raw["occurred"]) if raw.get("occurred") else None,
+            datetime.fromisoformat(raw["seen_at"]) if raw.get("seen_at") else None,
+        )
+    return Loaded(states, held, clock)
+
+
+async def write(conn: AsyncConnection, pending: Pending) -> None:
+    """Apply ``pending`` inside the caller's transaction."""
+    entries = TriggerStateRow.__table__  # type: ignore[attr-defined]
+    held_table = HeldEventRow.__table__  # type: ignore[attr-defined]
+    deletes = [key for key, entry in pending.entries.items() if entry is None]
+    upserts = [
+        {
+            "automation": automation,
+            "key": key,
+            "entry": _ENTRY.dump_json(entry).decode(),
+            "deadline": entry.deadline if isinstance(entry, Bucket) else None,
+        }
+        for (automation, key), entry in pending.entries.items()
+        if entry is not None
+    ]
+    for automation, key in deletes:
+        await conn.execute(
+            entries.delete().where(entries.c.automation == automation).where(entries.c.key == key)
+        )
+    if upserts:
+        stmt = _insert_ignore(conn, entries)
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["automation", "key"],
+                set_={"entry": stmt.excluded.entry, "deadline": stmt.excluded.deadline},
+            ),
+            upserts,
+        )
+    if pending.held_removed:
+        await conn.execute(
+            held_table.delete().where(held_table.c.event_id.in_(list(pending.held_removed)))
+        )
+    added = [
+        {"event_id": i, "follows": h.follows, "arrival": h.arrival, "event": h.event}
+        for i, h in pending.held_added.items()
+        if i not in pending.held_removed
+    ]
+    if added:
+        await conn.execute(_insert_ignore(conn, held_table).on_conflict_do_nothing(), added)
+    if pending.clock is not None:
+        await _put_meta(conn, "clock", _clock_json(pending.clock))
+
+
+def _clock_json(clock: EventClock) -> str:
+    return orjson.dumps(
+        {
+            "occurred": clock.occurred.isoformat() if clock.occurred else None,
+            "seen_at": clock.seen_at.isoformat() if clock.seen_at else None,
+        }
+    ).decode()
+
+
+async def _put_meta(conn: AsyncConnection, name: str, value: str) -> None:
+    meta = EngineMetaRow.__table__  # type: ignore[attr-defined]
+    stmt = _insert_ignore(conn, meta)
+    await conn.execute(
+        stmt.on_conflict_do_update(index_elements=["name"], set_={"value": value}),
+        [{"name": name, "value": value}],
+    )
+
+
+def merge(
+    pending: Pending, automation: str, changes: Mapping[str, Bucket | Composite | None]
+) -> None:
+    for key, entry in changes.items():
+        pending.entries[(automation, key)] = entry

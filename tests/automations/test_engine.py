@@ -1,0 +1,228 @@
+"""The engine with its real state store: timers, resolve, restarts, redelivery, the index."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+import yaml
+
+from automations.engine import CandidateIndex, Engine
+from automations.loader import load_config
+from automations.spec import Config
+from automations.state import StateStore
+from events.database import create_engine
+from events.model import Event
+from events.testing import FakeClock
+
+T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+
+YAML = """
+channels:
+  team: {url: "json://127.0.0.1:9/x"}
+automations:
+  - name: etl-stale
+    trigger:
+      type: event
+      posture: Proactive
+      expect: ["flow-run.Completed"]
+      match_related: {resource.role: deployment, resource.id: "deployment.etl"}
+      within: 10m
+    actions: [{type: notify, channel: team, subject: stale}]
+    actions_on_resolve: [{type: notify, channel: team, subject: fresh again}]
+  - name: two-failures
+    trigger:
+      type: event
+      expect: ["flow-run.Failed"]
+      for_each: ["related:deployment:resource.id"]
+      threshold: 2
+      within: 30m
+    actions: [{type: notify, channel: team}]
+"""
+
+
+def config(tmp_path: Path, text: str = YAML) -> Config:
+    path = tmp_path / "automations.yaml"
+    path.write_text(text)
+    return load_config([path], {})
+
+
+def event(n: int, name: str, minutes: float, *, deployment: str = "etl", **extra: Any) -> Event:
+    occurred = T0 + timedelta(minutes=minutes)
+    return Event.model_validate(
+        {
+            "id": str(UUID(int=n)),
+            "occurred": occurred.isoformat(),
+            "received": (extra.pop("received", occurred)).isoformat(),
+            "event": name,
+            "resource": {"resource.id": f"flow-run.{n}"},
+            "related": [{"resource.id": f"deployment.{deployment}", "resource.role": "deployment"}],
+            **extra,
+        }
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
+    db = create_engine(f"sqlite:///{tmp_path / 'engine.db'}")
+    state = StateStore(db)
+    await state.create_tables()
+    yield state
+    await db.dispose()
+
+
+async def drive(engine: Engine, clock: FakeClock, events: list[Event], until: datetime) -> None:
+    """What `serve` does, in virtual time: timers due before each arrival, then the event."""
+    for item in events:
+        await settle_timers(engine, clock, item.received or item.occurred)
+        await clock.set(item.received or item.occurred)
+        await engine.handle([item])
+    await settle_timers(engine, clock, until)
+
+
+async def settle_timers(engine: Engine, clock: FakeClock, up_to: datetime) -> None:
+    for _ in range(1000):
+        wake = engine.next_wakeup()
+        if wake is None or wake > up_to:
+            return
+        await clock.set(wake)
+        await engine.tick()
+
+
+def summary(engine: Engine) -> list[tuple[str, str, str]]:
+    return [(f.automation, f.state, f.at.strftime("%H:%M")) for f in engine.recorded]
+
+
+async def test_proactive_fires_at_deadline_and_resolves(tmp_path: Path, store: StateStore) -> None:
+    """No completion for 10 minutes fires at the deadline; the late completion resolves it."""
+    clock = FakeClock(T0)
+    engine = Engine(config(tmp_path), store, clock, record=True)
+    await engine.load()
+    events = [event(1, "flow-run.Completed", 2), event(2, "flow-run.Completed", 25)]
+    await drive(engine, clock, events, T0 + timedelta(minutes=30))
+    assert summary(engine) == [
+        ("etl-stale", "triggered", "10:12"),
+        ("etl-stale", "triggered", "10:22"),
+        ("etl-stale", "resolved", "10:25"),
+    ]
+    outbox = await store.outbox()
+    subjects = sorted(row.action["subject"] for row in outbox)
+    assert subjects == ["fresh again", "stale", "stale"]
+
+
+async def test_backlog_never_raises_a_false_stale_alarm(tmp_path: Path) -> None:
+    """Down for an hour, then a backlog of completions: no alarm until the bus is quiet."""
+    db = create_engine(f"sqlite:///{tmp_path / 'engine.db'}")
+    try:
+        store = StateStore(db)
+        await store.create_tables()
+        clock = FakeClock(T0)
+        engine = Engine(config(tmp_path), store, clock, record=True)
+        await engine.load()
+        on_time = [event(n, "flow-run.Completed", 5 * n) for n in range(1, 4)]
+        await drive(engine, clock, on_time, T0 + timedelta(minutes=15))
+        # The process dies at 10:15 and comes back at 11:20; completions kept being
+        # ingested every 5 minutes meanwhile and wait on the bus.
+        await clock.set(T0 + timedelta(minutes=80))
+        again = Engine(config(tmp_path), store, clock, record=True)
+        await again.load()
+        for n in range(4, 16):
+            await settle_timers(again, clock, clock.now())
+            await clock.set(clock.now() + timedelta(seconds=1))
+            await again.handle([event(n, "flow-run.Completed", 5 * n)])
+        assert summary(engine) + summary(again) == []
+        # Then the bus really is quiet: the alarm comes 10 minutes after the last completion.
+        await settle_timers(again, clock, clock.now() + timedelta(minutes=11))
+        assert summary(again) == [("etl-stale", "triggered", "11:25")]
+    finally:
+        await db.dispose()
+
+
+async def test_redelivered_batch_fires_once(tmp_path: Path, store: StateStore) -> None:
+    """The same batch handled twice (a redelivery) creates no second firing or intent."""
+    clock = FakeClock(T0)
+    engine = Engine(config(tmp_path), store, clock, record=True)
+    await engine.load()
+    batch = [event(1, "flow-run.Failed", 1), event(2, "flow-run.Failed", 2)]
+    await engine.handle(batch)
+    await engine.handle(batch)
+    assert [f.automation for f in await store.firings()] == ["two-failures"]
+    assert len(await store.outbox()) == 1
+
+
+SCENARIO = [
+    event(1, "flow-run.Completed", 1),
+    event(2, "flow-run.Failed", 3),
+    event(3, "flow-run.Failed", 4, deployment="other"),
+    event(4, "flow-run.Failed", 6),
+    event(5, "flow-run.Completed", 30),
+    event(6, "flow-run.Failed", 31),
+    event(8, "flow-run.Failed", 33, follows=str(UUID(int=7))),
+    event(7, "flow-run.Failed", 34, deployment="other"),
+    event(9, "flow-run.Failed", 40, deployment="other"),
+    event(10, "flow-run.Completed", 75),
+]
+
+
+@pytest.mark.parametrize("cut", range(len(SCENARIO) + 1))
+async def test_restart_at_any_index_gives_the_same_firings(tmp_path: Path, cut: int) -> None:
+    """Stopping after event `cut` and restarting from the database changes no firing."""
+    until = T0 + timedelta(minutes=90)
+
+    async def run(directory: Path, cut_at: int | None) -> list[tuple[str, str, str]]:
+        db = create_engine(f"sqlite:///{directory / 'engine.db'}")
+        try:
+            store = StateStore(db)
+            await store.create_tables()
+            clock = FakeClock(T0)
+            engine = Engine(config(directory), store, clock, record=True)
+            await engine.load()
+            if cut_at is None:
+                await drive(engine, clock, SCENARIO, until)
+                return summary(engine)
+            await drive(engine, clock, SCENARIO[:cut_at], clock.now())
+            first = summary(engine)
+            again = Engine(config(directory), store, clock, record=True)
+            await again.load()
+            await drive(again, clock, SCENARIO[cut_at:], until)
+            return first + summary(again)
+        finally:
+            await db.dispose()
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    uninterrupted = await run(tmp_path / "a", None)
+    assert ("two-failures", "triggered", "10:06") in uninterrupted
+    assert await run(tmp_path / "b", cut) == uninterrupted
+
+
+def test_index_narrows_candidates_to_the_watched_deployment() -> None:
+    """1,000 automations on different deployments: an event reaches only its own."""
+    automations = [
+        {
+            "name": f"watch-{i}",
+            "trigger": {
+                "type": "event",
+                "expect": ["flow-run.Failed"],
+                "match_related": {"resource.role": "deployment", "resource.id": f"deployment.{i}"},
+            },
+            "actions": [{"type": "do-nothing"}],
+        }
+        for i in range(1000)
+    ] + [
+        {
+            "name": "any-failure",
+            "trigger": {"type": "event", "expect": ["*.Failed"]},
+            "actions": [{"type": "do-nothing"}],
+        }
+    ]
+    parsed = Config.model_validate({"automations": automations})
+    index = CandidateIndex(parsed.automations)
+    hit = event(1, "flow-run.Failed", 0, deployment="7")
+    assert sorted(index.candidates(hit)) == ["any-failure", "watch-7"]
+    assert index.candidates(event(2, "flow-run.Completed", 0)) == ["any-failure"]
+    assert yaml.safe_dump  # the table above is what a YAML file would hold
