@@ -24,6 +24,8 @@ from uuid import UUID
 
 import structlog
 
+from automations.actions import RunController
+from automations.channels import build_channels, build_controllers, close_all
 from automations.dispatcher import Dispatcher
 from automations.engine import CHECKPOINT, Engine
 from automations.settings import Settings
@@ -35,7 +37,7 @@ from events.clock import Clock, SystemClock
 from events.database import create_engine, redact_url
 from events.model import Event
 from events.store import EventStore
-from notifiers import AppriseNotifier, Notifier
+from notifiers import Notifier
 
 log = structlog.get_logger("runbell.service")
 
@@ -52,6 +54,7 @@ class Service:
         *,
         clock: Clock | None = None,
         notifiers: Mapping[str, Notifier] | None = None,
+        controllers: Mapping[str, RunController] | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -60,12 +63,21 @@ class Service:
         self.store: EventStore = SqlEventStore(self.db)
         self.state = StateStore(self.db)
         self.bus: EventBus = bus_from_url(settings.bus_url, topic=settings.topic)
-        channels = (
-            dict(notifiers)
-            if notifiers is not None
-            else {name: AppriseNotifier(ch.url) for name, ch in config.channels.items()}
+        self.channels = build_channels(config.channels, notifiers=notifiers)
+        self.controllers = (
+            dict(controllers)
+            if controllers is not None
+            else build_controllers(config.orchestrators, clock=self.clock)
         )
-        self.dispatcher = Dispatcher(self.state, channels, self.clock)
+        self.dispatcher = Dispatcher(
+            self.state,
+            self.channels.notifiers,
+            self.clock,
+            controllers=self.controllers,
+            emit=self.ingest,
+            rate_limits=self.channels.rate_limits,
+            ui_base_url=settings.ui_url,
+        )
         self.engine = Engine(config, self.state, self.clock, on_intents=self.dispatcher.wake)
         self._ingest_lock = asyncio.Lock()
         self._last_received: datetime | None = None
@@ -101,6 +113,8 @@ class Service:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.dispatcher.stop()
+        await self.channels.aclose()
+        await close_all(*self.controllers.values())
         await self.bus.stop()
         await self.store.stop()
         await self.db.dispose()

@@ -34,6 +34,7 @@ class Settings:
     topic: str = "runbell.events"
     kafka_partitions: int = 4
     max_body_bytes: int = 16 * 1024 * 1024
+    ui_url: str | None = None  # orchestrator UI base, for links in messages (``ui_url``)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -51,6 +52,7 @@ class Settings:
             "retention": parse_duration(env.get("RUNBELL_RETENTION", "30d")),
             "topic": env.get("RUNBELL_TOPIC", "runbell.events"),
             "kafka_partitions": int(env.get("RUNBELL_KAFKA_PARTITIONS", "4")),
+            "ui_url": env.get("RUNBELL_UI_URL") or None,
             "env": env,
         }
         if env.get("RUNBELL_CONFIG"):

@@ -71,6 +71,8 @@ def _parse_duration(value: Any) -> Any:
         found = _DURATION.match(value)
         if found:
             return timedelta(seconds=float(found[1]) * _UNIT_SECONDS[found[2]])
+        if value.strip().upper().startswith(("P", "-P")):
+            return value  # ISO 8601, as model_dump(mode="json") writes it: pydantic parses it
         raise ValueError("within must be a duration such as 90, '90s', '30m', '26h' or '1d'")
     return value
 

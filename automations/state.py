@@ -13,15 +13,28 @@ Invariants (see automations/CONTRACTS.md):
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from sqlalchemy import JSON, BigInteger, Column, Integer, String, bindparam, func, select, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Connection,
+    Integer,
+    String,
+    bindparam,
+    func,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.schema import CreateColumn
 from sqlmodel import Field, SQLModel
 
 from events.database import UtcDateTime
@@ -95,7 +108,6 @@ class PausedRow(SQLModel, table=True):
     __tablename__ = "automation_paused"
 
     name: str = Field(primary_key=True, max_length=512)
-    at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
 
 
 class ProcessedRow(SQLModel, table=True):
@@ -132,7 +144,7 @@ class Outcome:
     status: str  # sent | pending (retry later) | dead
     next_attempt_at: datetime | None
     error: str | None
-    ref: Mapping[str, str] | None = None  # stored on the outbox row when given
+    ref: dict[str, str] | None = None  # stored on the outbox row when given
     spawn: tuple[Intent, ...] = ()  # follow-up intents (a fallback), inserted with the outcome
 
 
@@ -144,10 +156,11 @@ class Intent:
     automation: str
     action_index: int
     action: dict[str, Any]
+    suffix: str = ""  # ":fallback" for the intent a dead notify hands to its fallback channel
 
     @property
     def id(self) -> str:
-        return f"{self.firing_id}:{self.action_index}"
+        return f"{self.firing_id}:{self.action_index}{self.suffix}"
 
 
 def _insert_ignore(conn: AsyncConnection, table: Any) -> Any:
@@ -164,6 +177,7 @@ class StateStore:
     async def create_tables(self) -> None:
         async with self.engine.begin() as conn:
             await conn.run_sync(SQLModel.metadata.create_all)
+            await conn.run_sync(_add_missing_columns)
 
     # -- engine side -------------------------------------------------------
     async def unprocessed(self, event_ids: Sequence[UUID]) -> set[UUID]:
@@ -362,6 +376,18 @@ class StateStore:
                     for o in outcomes
                 ],
             )
+            refs = [{"b_id": o.attempt.outbox_id, "b_ref": dict(o.ref)} for o in outcomes if o.ref]
+            if refs:
+                await conn.execute(
+                    update(outbox)
+                    .where(outbox.c.id == bindparam("b_id"))
+                    .values(ref=bindparam("b_ref", type_=JSON)),
+                    refs,
+                )
+            spawned = [_outbox_row(i, o.attempt.at) for o in outcomes for i in o.spawn]
+            if spawned:
+                stmt = _insert_ignore(conn, outbox)
+                await conn.execute(stmt.on_conflict_do_nothing(), spawned)
 
     async def firing(self, firing_id_: str) -> Firing | None:
         table = FiringRow.__table__  # type: ignore[attr-defined]
@@ -392,6 +418,170 @@ class StateStore:
             stmt = stmt.where(table.c.outbox_id == outbox_id)
         async with self.engine.connect() as conn:
             return [AttemptRow.model_validate(dict(r._mapping)) for r in await conn.execute(stmt)]
+
+    # -- dispatcher additions: rate limits, pauses, resolves, the deliveries API --
+    async def defer(self, rows: Sequence[tuple[str, datetime]]) -> None:
+        """Hand claimed rows back unsent, due at the given times; the claim is not an attempt."""
+        if not rows:
+            return
+        table = OutboxRow.__table__  # type: ignore[attr-defined]
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(table)
+                .where(table.c.id == bindparam("b_id"))
+                .where(table.c.status == "sending")
+                .values(
+                    status="pending",
+                    attempts=table.c.attempts - 1,
+                    next_attempt_at=bindparam("b_at", type_=UtcDateTime()),
+                ),
+                [{"b_id": outbox_id, "b_at": at} for outbox_id, at in rows],
+            )
+
+    async def set_paused(self, name: str, paused: bool) -> None:
+        """Pause (or resume) an automation by name; idempotent."""
+        table = PausedRow.__table__  # type: ignore[attr-defined]
+        async with self.engine.begin() as conn:
+            if paused:
+                stmt = _insert_ignore(conn, table)
+                await conn.execute(stmt.on_conflict_do_nothing(), [{"name": name}])
+            else:
+                await conn.execute(table.delete().where(table.c.name == name))
+
+    async def paused(self) -> set[str]:
+        """Names of the automations a ``pause-automation`` action paused."""
+        table = PausedRow.__table__  # type: ignore[attr-defined]
+        async with self.engine.connect() as conn:
+            return {r[0] for r in await conn.execute(select(table.c.name))}
+
+    async def triggered_before(self, resolved: Firing) -> Firing | None:
+        """The latest 'triggered' firing of the same automation and bucket as ``resolved``."""
+        table = FiringRow.__table__  # type: ignore[attr-defined]
+        stmt = (
+            select(table)
+            .where(table.c.automation == resolved.automation)
+            .where(table.c.state == "triggered")
+            .where(table.c.at <= resolved.at)
+            .order_by(table.c.at.desc())
+            .limit(200)
+        )
+        async with self.engine.connect() as conn:
+            for row in await conn.execute(stmt):
+                if row._mapping["bucket"] == resolved.bucket:
+                    return _firing(row._mapping)
+        return None
+
+    async def delivered_ref(self, firing_id_: str, channel: str) -> dict[str, str] | None:
+        """The ``ref`` a firing's notify to ``channel`` stored when it was sent."""
+        table = OutboxRow.__table__  # type: ignore[attr-defined]
+        stmt = (
+            select(table.c.ref)
+            .where(table.c.firing_id == firing_id_)
+            .where(table.c.action["channel"].as_string() == channel)
+            .where(table.c.status == "sent")
+        )
+        async with self.engine.connect() as conn:
+            for row in await conn.execute(stmt):
+                if row[0]:
+                    return dict(row[0])
+        return None
+
+    async def deliveries(
+        self,
+        *,
+        status: str | None = None,
+        automation: str | None = None,
+        firing_id: str | None = None,
+        channel: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[tuple[OutboxRow, list[AttemptRow]]]:
+        """Outbox rows (newest first) matching every given filter, each with its attempts."""
+        table = OutboxRow.__table__  # type: ignore[attr-defined]
+        attempts = AttemptRow.__table__  # type: ignore[attr-defined]
+        stmt = select(table).order_by(table.c.created_at.desc(), table.c.id).limit(min(limit, 1000))
+        if status:
+            stmt = stmt.where(table.c.status == status)
+        if automation:
+            stmt = stmt.where(table.c.automation == automation)
+        if firing_id:
+            stmt = stmt.where(table.c.firing_id == firing_id)
+        if channel:
+            stmt = stmt.where(table.c.action["channel"].as_string() == channel)
+        if since is not None:
+            stmt = stmt.where(table.c.created_at >= since)
+        async with self.engine.connect() as conn:
+            rows = [OutboxRow.model_validate(dict(r._mapping)) for r in await conn.execute(stmt)]
+            by_row: dict[str, list[AttemptRow]] = {row.id: [] for row in rows}
+            if rows:
+                found = await conn.execute(
+                    select(attempts)
+                    .where(attempts.c.outbox_id.in_(list(by_row)))
+                    .order_by(attempts.c.id)
+                )
+                for r in found:
+                    attempt = AttemptRow.model_validate(dict(r._mapping))
+                    by_row[attempt.outbox_id].append(attempt)
+        return [(row, by_row[row.id]) for row in rows]
+
+    async def replay(self, outbox_id: str, now: datetime) -> str:
+        """Owe a finished (sent or dead) delivery again as a new attempt series.
+
+        Returns ``replayed``, ``missing`` or ``busy`` (still pending or sending).
+        The row keeps its id, so the idempotency key the target sees is the same:
+        see automations/CONTRACTS.md (Dispatcher) for why.
+        """
+        table = OutboxRow.__table__  # type: ignore[attr-defined]
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                update(table)
+                .where(table.c.id == outbox_id)
+                .where(table.c.status.in_(("sent", "dead")))
+                .values(
+                    status="pending",
+                    attempts=0,
+                    series=table.c.series + 1,
+                    created_at=now,
+                    next_attempt_at=now,
+                    last_error=None,
+                )
+            )
+            if done.rowcount:
+                return "replayed"
+            exists = (await conn.execute(select(table.c.id).where(table.c.id == outbox_id))).first()
+        return "busy" if exists else "missing"
+
+
+def _outbox_row(intent: Intent, now: datetime) -> dict[str, Any]:
+    return {
+        "id": intent.id,
+        "firing_id": intent.firing_id,
+        "automation": intent.automation,
+        "action_index": intent.action_index,
+        "action": intent.action,
+        "status": "pending",
+        "attempts": 0,
+        "created_at": now,
+        "next_attempt_at": now,
+        "last_error": None,
+        "series": 0,
+    }
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """Columns added after a table was first created (no migrations yet): add them.
+
+    ``create_all`` creates missing tables only; an older database gets the
+    newer nullable/defaulted columns here, so it keeps working after an upgrade.
+    """
+    inspector = inspect(conn)
+    tables = (OutboxRow.__table__, AttemptRow.__table__)  # type: ignore[attr-defined]
+    for table in tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                ddl = CreateColumn(column).compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
 
 
 def _firing(row: Any) -> Firing:

@@ -37,8 +37,6 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 
 import httpx
-import jinja2
-from jinja2 import meta
 
 from automations.orchestrators.base import (
     ControlResult,
@@ -56,23 +54,6 @@ _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 _USER_AGENT = "runbell-orchestrator/0.1"
 # A string that is one `{{ ... }}` and nothing else keeps its JSON type.
 _SINGLE_EXPRESSION = re.compile(r"\{\{(?P<expr>(?:(?!\{\{|\}\}|\{%|\{#).)+)\}\}", re.DOTALL)
-# Parsing only, to list the names a template uses; rendering stays in the sandbox.
-_PARSER = jinja2.Environment(autoescape=False)  # noqa: S701 - never renders, only parses
-_BUILTIN_NAMES = frozenset(_PARSER.globals)
-
-
-def _check_names(source: str, context: Mapping[str, Any]) -> None:
-    """Unknown top-level names are typos; fail them even where ``tojson`` would hide them."""
-    try:
-        names = meta.find_undeclared_variables(_PARSER.parse(source))
-    except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"syntax error: {exc.message}", line=exc.lineno) from exc
-    unknown = sorted(names - set(context) - _BUILTIN_NAMES)
-    if unknown:
-        raise TemplateError(
-            f"undefined: {', '.join(repr(n) for n in unknown)}; "
-            f"available names are {', '.join(sorted(context))}"
-        )
 
 
 def render_json(value: Any, context: Mapping[str, Any], *, timeout: float = 1.0) -> Any:
@@ -84,10 +65,12 @@ def render_json(value: Any, context: Mapping[str, Any], *, timeout: float = 1.0)
     Raises ``notifiers.TemplateError``. Blocking: run it off the event loop.
     """
     if isinstance(value, str):
+        text = render(value, context, timeout=timeout)
         match = _SINGLE_EXPRESSION.fullmatch(value)
         if match is None:
-            return _render_text(value, context, timeout)
-        _check_names(value, context)
+            return text
+        # Rendered as text first on purpose: that fails unknown names (typos)
+        # exactly as text templates do, where `tojson` would quietly give null.
         rendered = render("{{ (" + match["expr"] + ") | tojson }}", context, timeout=timeout)
         return json.loads(rendered)
     if isinstance(value, Mapping):
@@ -95,11 +78,6 @@ def render_json(value: Any, context: Mapping[str, Any], *, timeout: float = 1.0)
     if isinstance(value, list | tuple):
         return [render_json(item, context, timeout=timeout) for item in value]
     return value
-
-
-def _render_text(source: str, context: Mapping[str, Any], timeout: float) -> str:
-    _check_names(source, context)
-    return render(source, context, timeout=timeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,9 +280,10 @@ class HttpController:
 
     def _render(self, template: RequestTemplate, context: Mapping[str, Any]) -> _Rendered:
         timeout = self._render_timeout
-        url = _render_text(template.url, context, timeout)
+        url = render(template.url, context, timeout=timeout)
         headers = {
-            name: _render_text(value, context, timeout) for name, value in template.headers.items()
+            name: render(value, context, timeout=timeout)
+            for name, value in template.headers.items()
         }
         body = render_json(template.body, context, timeout=timeout)
         return _Rendered(template.method, url, headers, body)

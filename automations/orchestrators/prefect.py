@@ -20,6 +20,9 @@ existing run when the idempotency key was seen before: both are successes,
 or not the transition happened; the body's ``status`` decides: ``ACCEPT`` is
 success, ``ABORT`` and ``REJECT`` are non-retryable failures (Prefect's
 reason is quoted), ``WAIT`` is retryable after ``details.delay_seconds``.
+Exception: a cancel or state change refused because the run already is where
+it was asked to go (Prefect cancels a Scheduled run directly: REJECT with the
+run now Cancelled) is a success; a refused retry never is.
 
 Idempotency of state changes. ``set_state`` takes no idempotency key, so the
 key is written into the state message (``... [runbell key <key>]``) and the
@@ -69,6 +72,7 @@ STATE_TYPES = frozenset(
     }
 )
 _USER_AGENT = "runbell-orchestrator/0.1"
+_REFUSED = frozenset({"ABORT", "REJECT"})
 
 
 def _key_marker(idempotency_key: str) -> str:
@@ -147,12 +151,15 @@ class PrefectController:
     async def retry_run(self, run_id: str, *, idempotency_key: str) -> ControlResult:
         """Set the run to Scheduled/AwaitingRetry, as Prefect's Retry button does."""
         state = {"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry by runbell"}
-        return await self._set_state(run_id, state, self._retry_force, idempotency_key)
+        return await self._set_state(run_id, state, self._retry_force, idempotency_key, frozenset())
 
     async def cancel_run(self, run_id: str, *, idempotency_key: str) -> ControlResult:
         """Set the run to Cancelling; Prefect's worker then stops it."""
         state = {"type": "CANCELLING", "name": "Cancelling", "message": "Cancelled by runbell"}
-        return await self._set_state(run_id, state, False, idempotency_key)
+        # A Scheduled run has nothing to stop: Prefect REJECTs Cancelling and
+        # puts it straight in Cancelled (seen on 3.8.8). That is the effect asked for.
+        done = frozenset({"CANCELLING", "CANCELLED"})
+        return await self._set_state(run_id, state, False, idempotency_key, done)
 
     async def change_run_state(
         self,
@@ -176,7 +183,7 @@ class PrefectController:
         state: dict[str, Any] = {"type": kind, "message": message or "State changed by runbell"}
         if name:
             state["name"] = name
-        return await self._set_state(run_id, state, force, idempotency_key)
+        return await self._set_state(run_id, state, force, idempotency_key, frozenset({kind}))
 
     async def run_deployment(
         self,
@@ -241,8 +248,14 @@ class PrefectController:
 
     # -- plumbing --------------------------------------------------------
     async def _set_state(
-        self, run_id: str, state: dict[str, Any], force: bool, idempotency_key: str
+        self,
+        run_id: str,
+        state: dict[str, Any],
+        force: bool,
+        idempotency_key: str,
+        already_done: frozenset[str],
     ) -> ControlResult:
+        """Propose ``state``; a refusal that leaves the run in ``already_done`` types is success."""
         started = time.perf_counter()
         run = _uuid(resource_key(run_id, "flow-run"))
         if run is None:
@@ -276,7 +289,7 @@ class PrefectController:
         details: dict[str, Any] = _object(result.get("details"))
         ref = _state_ref(run, status, current, deduplicated=False)
         target, latency = self._target(path), _elapsed_ms(started)
-        if status == "ACCEPT":
+        if status == "ACCEPT" or (status in _REFUSED and current.get("type") in already_done):
             return ControlResult.success(
                 target,
                 latency,

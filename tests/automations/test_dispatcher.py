@@ -140,8 +140,9 @@ async def test_default_message_says_what_and_where(state: StateStore) -> None:
     await owe(state, clock)
     await Dispatcher(state, {"team": team}, clock, policy=POLICY).dispatch_due()
     [message] = team.messages
-    assert "flow-run.Failed" in message.subject
+    assert message.subject == "Flow run 'flow-run.1' failed"
     assert "flow-run.1" in message.body
+    assert message.attributes["event"] == "flow-run.Failed"
 
 
 async def test_two_dispatchers_never_send_the_same_row(state: StateStore) -> None:

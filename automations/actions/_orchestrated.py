@@ -1,0 +1,34 @@
+"""Shared by the run actions: pick the orchestrator, render the run id, translate results."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from automations.actions.base import ActionResult, ControlOutcome, Job, RunController, Runtime
+from automations.actions.context import render_value
+from notifiers import TemplateError
+
+
+async def call(
+    job: Job,
+    runtime: Runtime,
+    orchestrator: str | None,
+    template: str,
+    what: str,
+    act: Callable[[RunController, str], Awaitable[ControlOutcome]],
+) -> ActionResult:
+    """Render ``template`` (a run or deployment id) and call ``act`` on the orchestrator."""
+    picked = runtime.controller(orchestrator)
+    if isinstance(picked, str):
+        return ActionResult.failed("-", picked)
+    _, controller = picked
+    try:
+        value = await asyncio.to_thread(render_value, template, job.context)
+    except TemplateError as exc:
+        return ActionResult.failed(controller.target, f"template: {exc}")
+    if value is None or not str(value).strip():
+        return ActionResult.failed(
+            controller.target, f"no {what} for this event: set it in the action"
+        )
+    return ActionResult.of(await act(controller, str(value)))

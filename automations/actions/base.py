@@ -1,0 +1,172 @@
+"""What every action executor shares: its inputs (``Job``, ``Runtime``) and its outcome.
+
+An executor is a plain async callable ``(action, job, runtime) -> ActionResult``
+that makes exactly one attempt and never raises for an outcome: retryability is
+data (5xx, 429, timeouts retryable; other 4xx, bad templates, bad config not).
+The dispatcher owns backoff, dead letters, fallbacks and recording.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Protocol
+
+import httpx
+
+from automations.state import Firing, OutboxRow, StateStore
+from events.clock import Clock
+from events.model import Event
+from notifiers import Notifier, SendResult
+
+__all__ = [
+    "ActionResult",
+    "ControlOutcome",
+    "Emit",
+    "Job",
+    "RunController",
+    "Runtime",
+]
+
+Emit = Callable[[Sequence[Event]], Awaitable[Any]]
+"""Publishes events (the service's ingestion): returns once they are durable."""
+
+
+class ControlOutcome(Protocol):
+    """What a ``RunController`` call returns (``automations.orchestrators.ControlResult``)."""
+
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def retryable(self) -> bool: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def latency_ms(self) -> float: ...
+    @property
+    def status_code(self) -> int | None: ...
+    @property
+    def retry_after(self) -> float | None: ...
+    @property
+    def created_id(self) -> str | None: ...
+    @property
+    def ref(self) -> Mapping[str, str] | None: ...
+
+
+class RunController(Protocol):
+    """The orchestrator seam (``automations.orchestrators.base.RunController``), as used here."""
+
+    @property
+    def target(self) -> str: ...
+
+    async def retry_run(self, run_id: str, *, idempotency_key: str) -> ControlOutcome: ...
+
+    async def run_deployment(
+        self,
+        deployment_id: str,
+        *,
+        parameters: Mapping[str, Any],
+        idempotency_key: str,
+        schedule_after: timedelta | None = None,
+        job_variables: Mapping[str, Any] | None = None,
+    ) -> ControlOutcome: ...
+
+    async def cancel_run(self, run_id: str, *, idempotency_key: str) -> ControlOutcome: ...
+
+    async def change_run_state(
+        self,
+        run_id: str,
+        *,
+        state_type: str,
+        name: str | None = None,
+        message: str | None = None,
+        force: bool = False,
+        idempotency_key: str,
+    ) -> ControlOutcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """The outcome of one action attempt; field names match ``SendResult``/``ControlResult``.
+
+    ``ref`` is stored with the delivery (Slack: the posted message, for a later
+    resolve); ``created_id`` names a run the action created (run-deployment).
+    """
+
+    ok: bool
+    retryable: bool
+    reason: str
+    target: str
+    latency_ms: float = 0.0
+    status_code: int | None = None
+    retry_after: float | None = None
+    ref: dict[str, str] | None = None
+    created_id: str | None = None
+
+    @classmethod
+    def done(cls, target: str, reason: str = "done", **extra: Any) -> ActionResult:
+        return cls(ok=True, retryable=False, reason=reason, target=target, **extra)
+
+    @classmethod
+    def failed(cls, target: str, reason: str, *, retryable: bool = False) -> ActionResult:
+        """A failure; by default one that retrying cannot fix (bad template, bad config)."""
+        return cls(ok=False, retryable=retryable, reason=reason, target=target)
+
+    @classmethod
+    def of(cls, result: SendResult | ControlOutcome) -> ActionResult:
+        """Translate a notifier's or an orchestrator's result."""
+        return cls(
+            ok=result.ok,
+            retryable=result.retryable,
+            reason=result.reason,
+            target=result.target,
+            latency_ms=result.latency_ms,
+            status_code=result.status_code,
+            retry_after=result.retry_after,
+            ref=dict(result.ref) if result.ref else None,
+            created_id=getattr(result, "created_id", None),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One attempt of one outbox row: the row, its firing and the template context."""
+
+    row: OutboxRow
+    firing: Firing
+    context: Mapping[str, Any]
+
+    @property
+    def key(self) -> str:
+        """The idempotency key: the outbox id, the same for every attempt and replay."""
+        return self.row.id
+
+
+@dataclass(slots=True)
+class Runtime:
+    """What executors may use; built once by the dispatcher's owner (the service)."""
+
+    state: StateStore
+    clock: Clock
+    channels: Mapping[str, Notifier] = field(default_factory=dict)
+    controllers: Mapping[str, RunController] = field(default_factory=dict)
+    emit: Emit | None = None
+    http: httpx.AsyncClient | None = None
+
+    def controller(self, name: str | None) -> tuple[str, RunController] | str:
+        """The named orchestrator (or the only one); a reason string when there is none."""
+        if name is not None:
+            found = self.controllers.get(name)
+            if found is None:
+                known = ", ".join(sorted(self.controllers)) or "none configured"
+                return f"unknown orchestrator {name!r} (known: {known})"
+            return name, found
+        if len(self.controllers) == 1:
+            [(only, controller)] = self.controllers.items()
+            return only, controller
+        if not self.controllers:
+            return "no orchestrator configured: add 'orchestrators:' to the YAML"
+        return "several orchestrators are configured: name one with 'orchestrator:'"

@@ -1,0 +1,95 @@
+"""``call-webhook``: one templated HTTP request; a non-2xx answer is a failure.
+
+``body`` is JSON whose strings are templates (a string that is exactly one
+``{{ expression }}`` keeps the expression's JSON type); ``payload`` is Prefect's
+form, one template rendered to the raw body. The outbox id travels as
+``Idempotency-Key``. 5xx/429/408/425, timeouts and connection errors are
+retryable (``Retry-After`` honoured); other answers are not. Redirects are not
+followed; the target is the masked URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from automations.actions.base import ActionResult, Job, Runtime
+from automations.actions.context import render_value
+from automations.spec import CallWebhookAction
+from notifiers import TemplateError, is_retryable_status, mask_url, render
+
+__all__ = ["execute"]
+
+_EXCERPT = 200
+
+
+def _request(
+    action: CallWebhookAction, context: Mapping[str, Any]
+) -> tuple[str, dict[str, str], bytes | None]:
+    url = str(render_value(action.url, context))
+    headers = {key: str(render_value(value, context)) for key, value in action.headers.items()}
+    content: bytes | None = None
+    if action.payload is not None:
+        text = render(action.payload, context)
+        content = text.encode()
+        try:
+            json.loads(text)
+            headers.setdefault("Content-Type", "application/json")
+        except ValueError:
+            headers.setdefault("Content-Type", "text/plain; charset=utf-8")
+    elif action.body is not None:
+        content = json.dumps(render_value(action.body, context), ensure_ascii=False).encode()
+        headers.setdefault("Content-Type", "application/json")
+    return url, headers, content
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After", "").strip()
+    return float(value) if value.isdigit() else None
+
+
+async def execute(action: CallWebhookAction, job: Job, runtime: Runtime) -> ActionResult:
+    """Make the request once and report the outcome."""
+    try:
+        url, headers, content = await asyncio.to_thread(_request, action, job.context)
+    except TemplateError as exc:
+        return ActionResult.failed(f"{action.method} (unrendered)", f"template: {exc}")
+    target = f"{action.method} {mask_url(url)}"
+    if url.partition("://")[0].lower() not in ("http", "https"):
+        return ActionResult.failed(target, "call-webhook URL must be http(s)")
+    headers["Idempotency-Key"] = job.key
+    timeout = action.timeout.total_seconds()
+    started = time.perf_counter()
+    client = runtime.http or httpx.AsyncClient(follow_redirects=False)
+    try:
+        response = await client.request(
+            action.method, url, content=content, headers=headers, timeout=timeout
+        )
+    except httpx.TimeoutException as exc:
+        return ActionResult.failed(
+            target, f"timed out after {timeout:g}s ({type(exc).__name__})", retryable=True
+        )
+    except httpx.HTTPError as exc:  # the message can quote the URL: name the type only
+        return ActionResult.failed(target, f"request failed ({type(exc).__name__})", retryable=True)
+    finally:
+        if runtime.http is None:
+            await client.aclose()
+    latency = (time.perf_counter() - started) * 1000
+    code = response.status_code
+    if response.is_success:
+        return ActionResult.done(target, f"HTTP {code}", latency_ms=latency, status_code=code)
+    excerpt = response.text[:_EXCERPT].strip()
+    return ActionResult(
+        ok=False,
+        retryable=is_retryable_status(code),
+        reason=f"webhook answered HTTP {code}" + (f": {excerpt}" if excerpt else ""),
+        target=target,
+        latency_ms=latency,
+        status_code=code,
+        retry_after=_retry_after(response),
+    )

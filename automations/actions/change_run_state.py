@@ -1,0 +1,35 @@
+"""``change-run-state``: propose a new state for the run (``force`` skips the rules)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from automations.actions import _orchestrated
+from automations.actions.base import ActionResult, ControlOutcome, Job, RunController, Runtime
+from automations.actions.context import render_value
+from automations.spec import ChangeRunStateAction
+from notifiers import TemplateError
+
+__all__ = ["execute"]
+
+
+async def execute(action: ChangeRunStateAction, job: Job, runtime: Runtime) -> ActionResult:
+    """One state proposal; ``name``/``message`` are templates."""
+    try:
+        name, message = await asyncio.to_thread(
+            render_value, [action.name, action.message], job.context
+        )
+    except TemplateError as exc:
+        return ActionResult.failed("-", f"template: {exc}")
+
+    async def act(controller: RunController, run_id: str) -> ControlOutcome:
+        return await controller.change_run_state(
+            run_id,
+            state_type=action.state,
+            name=None if name is None else str(name),
+            message=None if message is None else str(message),
+            force=action.force,
+            idempotency_key=job.key,
+        )
+
+    return await _orchestrated.call(job, runtime, action.orchestrator, action.run_id, "run id", act)

@@ -1,0 +1,19 @@
+"""``pause-automation``: pause an automation (this one unless ``automation`` names another).
+
+The flag lives in the state store (``StateStore.set_paused``/``paused``), which the
+engine reads; setting it again is harmless, so a redelivered intent is too.
+"""
+
+from __future__ import annotations
+
+from automations.actions.base import ActionResult, Job, Runtime
+from automations.spec import PauseAutomationAction
+
+__all__ = ["execute"]
+
+
+async def execute(action: PauseAutomationAction, job: Job, runtime: Runtime) -> ActionResult:
+    """Set the automation's paused flag to True."""
+    name = action.automation or job.row.automation
+    await runtime.state.set_paused(name, True)
+    return ActionResult.done(f"automation.{name}", "paused")

@@ -1,0 +1,47 @@
+"""``run-deployment``: create one run of a deployment.
+
+Parameters and job variables are rendered with their JSON types kept (a string
+that is one ``{{ expression }}`` becomes that value). The outbox id is the
+idempotency key, so a firing delivered twice creates one run. The created run's
+id is stored with the delivery and named in ``automation.action.executed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from automations.actions import _orchestrated
+from automations.actions.base import ActionResult, ControlOutcome, Job, RunController, Runtime
+from automations.actions.context import render_value
+from automations.spec import RunDeploymentAction
+from notifiers import TemplateError
+
+__all__ = ["execute"]
+
+
+async def execute(action: RunDeploymentAction, job: Job, runtime: Runtime) -> ActionResult:
+    """One create-run call; ``schedule_after`` delays the new run's start."""
+    try:
+        parameters, job_variables = await asyncio.to_thread(
+            render_value, [action.parameters, action.job_variables], job.context
+        )
+    except TemplateError as exc:
+        return ActionResult.failed("-", f"template: {exc}")
+
+    async def act(controller: RunController, deployment_id: str) -> ControlOutcome:
+        return await controller.run_deployment(
+            deployment_id,
+            parameters=parameters or {},
+            idempotency_key=job.key,
+            schedule_after=action.schedule_after or None,
+            job_variables=job_variables,
+        )
+
+    result = await _orchestrated.call(
+        job, runtime, action.orchestrator, action.target, "deployment id", act
+    )
+    if result.ok and result.created_id:
+        ref = {**(result.ref or {}), "flow_run_id": result.created_id}
+        return dataclasses.replace(result, ref=ref)
+    return result
