@@ -290,6 +290,20 @@ async def test_cancel_and_change_state_send_set_state(
     assert second["state"]["message"].startswith("by hand")
 
 
+async def test_cancel_refused_because_already_cancelled_is_success(
+    prefect: PrefectController, http_receiver: HttpReceiver
+) -> None:
+    """Prefect REJECTs Cancelling for a Scheduled run and cancels it outright: that is success."""
+    answer = recording("10_retry_adhoc_no_force.json")["response"]["json"]
+    state = {**answer["state"], "type": "CANCELLED", "name": "Cancelled"}
+    details = {"type": "reject_details", "reason": "no infrastructure to terminate."}
+    body = {"state": state, "status": "REJECT", "details": details}
+    http_receiver.script(f"/api/flow_runs/{RUN}/set_state", Reply(status=200, body=body))
+    result = await prefect.cancel_run(RUN, idempotency_key=KEY)
+    assert result.ok
+    assert result.ref is not None and result.ref["state_type"] == "CANCELLED"
+
+
 async def test_unknown_state_type_fails(
     prefect: PrefectController, http_receiver: HttpReceiver
 ) -> None:

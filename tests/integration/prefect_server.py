@@ -11,7 +11,8 @@ it lives in a venv of its own, created on first use and reused afterwards:
 outside the repository so a fresh clone on the same machine reuses it. A file
 lock serialises concurrent test runs building it; a marker file written last
 means "complete", so an interrupted build is redone. Measured on the 2-core
-dev machine: about 35 s to build, about 6 s to start the server.
+dev machine: about 40 s to build (pip from the local mirror), 8-20 s to start the
+server (depending on load).
 
 The server runs with the UI, analytics and the background services that would
 move runs behind the tests' backs (late runs, scheduler, ...) switched off.
