@@ -3,4 +3,5 @@ pytest_plugins = [
     "tests.integration.http_receiver",
     "tests.integration.kafka",
     "tests.integration.smtp_server",
+    "tests.integration.prefect_server",
 ]

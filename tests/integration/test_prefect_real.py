@@ -11,7 +11,6 @@ import pytest
 
 from automations.orchestrators import PrefectController
 from tests.integration.prefect_server import PrefectServer
-from tests.integration.prefect_server import prefect_server as prefect_server
 
 # The first run on a machine builds Prefect's venv (about 40 s) inside a test's setup.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
