@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
 
@@ -43,7 +44,13 @@ async def test_secrets_never_leak(tmp_path: Path, http_receiver: HttpReceiver) -
         await running.client.post("/api/events", json=failed_run())
         await http_receiver.wait_for_async(1)
         # The dead channel fails (connection refused) and is retried later: one attempt is enough.
+        # Bounded wait on a condition: both first attempts recorded (by the loop or this pass).
         await running.service.dispatcher.dispatch_due()
+        for _ in range(50):
+            if len({a.outbox_id for a in await running.service.state.attempts()}) >= 2:
+                break
+            with contextlib.suppress(TimeoutError):
+                await running.service.dispatcher.progressed(0.2)
         answers = [
             (await running.client.get(path)).text
             for path in ("/api/events", "/api/firings", "/api/deliveries")
