@@ -27,18 +27,20 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from automations.errors import ConfigError, Problem
+from automations.loop_guard import check_loops
 from automations.spec import (
     ACTION_TYPES,
     TRIGGER_TYPES,
     Automation,
     Channel,
     Config,
+    Silence,
 )
 
 Loc = tuple[str | int, ...]
 
 _ENV_REF = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_TOP_LEVEL = ("channels", "automations")
+_TOP_LEVEL = ("channels", "automations", "silences")
 # Fields whose value is a discriminated union: pydantic puts the tag in ``loc`` after them.
 _UNIONS: dict[str, dict[str, type[BaseModel]]] = {
     "trigger": TRIGGER_TYPES,
@@ -60,6 +62,7 @@ def load_config(paths: Sequence[Path], env: Mapping[str, str]) -> Config:
     channels: dict[str, tuple[Channel, str, int]] = {}
     automations: list[tuple[Automation, _Document, int]] = []
     names: dict[str, tuple[str, int]] = {}
+    silences: list[Silence] = []
     # Channel references are checked on the raw data, so an automation with other
     # mistakes still has its unknown channel reported in the same run.
     raw_automations: list[tuple[_Document, int, dict[str, Any]]] = []
@@ -83,6 +86,8 @@ def load_config(paths: Sequence[Path], env: Mapping[str, str]) -> Config:
             channels[name] = (channel, document.file, line)
         for index, automation in _validate_automations(document, names, problems):
             automations.append((automation, document, index))
+            problems.extend(check_loops(automation, document.problem, ("automations", index)))
+        silences.extend(_validate_silences(document, problems))
         raw = document.data.get("automations")
         if isinstance(raw, list):
             raw_automations.extend(
@@ -99,6 +104,7 @@ def load_config(paths: Sequence[Path], env: Mapping[str, str]) -> Config:
     config = Config(
         channels={name: channel for name, (channel, _, _) in channels.items()},
         automations=[automation for automation, _, _ in automations],
+        silences=silences,
     )
     return config.with_secrets(frozenset(secrets))
 
@@ -270,6 +276,24 @@ def _validate_channels(document: _Document, problems: list[Problem]) -> dict[str
             out[str(name)] = Channel.model_validate(body)
         except ValidationError as exc:
             problems.extend(_from_pydantic(document, ("channels", name), Channel, exc))
+    return out
+
+
+def _validate_silences(document: _Document, problems: list[Problem]) -> list[Silence]:
+    raw = document.data.get("silences", [])
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        problems.append(
+            document.problem(("silences",), "must be a list; start each silence with '- name:'")
+        )
+        return []
+    out: list[Silence] = []
+    for index, body in enumerate(raw):
+        try:
+            out.append(Silence.model_validate(body))
+        except ValidationError as exc:
+            problems.extend(_from_pydantic(document, ("silences", index), Silence, exc))
     return out
 
 

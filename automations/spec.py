@@ -23,8 +23,9 @@ these models hold the already-resolved values.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -552,8 +553,81 @@ class SequenceTrigger(_CompositeTrigger):
     type: Literal["sequence"]
 
 
+METRIC_MIN = timedelta(seconds=300)
+
+
+class MetricQuery(_Strict):
+    """Prefect Cloud's ``MetricTriggerQuery``: ``name operator threshold`` over ``range``.
+
+    ``successes`` is a fraction (0.9 = 90 %); ``duration`` and ``lateness`` are
+    seconds. ``range`` and ``firing_for`` default to, and may not go below, 300 s
+    (Prefect's limits).
+    """
+
+    name: Literal["successes", "duration", "lateness"]
+    operator: Literal["<", "<=", ">", ">="]
+    threshold: float
+    range: timedelta = Field(default=METRIC_MIN)
+    firing_for: timedelta = Field(default=METRIC_MIN)
+
+    @field_validator("range", "firing_for", mode="before")
+    @classmethod
+    def _parse_range(cls, value: Any) -> Any:
+        return _parse_duration(value)
+
+    @field_validator("range", "firing_for")
+    @classmethod
+    def _check_range(cls, value: timedelta) -> timedelta:
+        if value < METRIC_MIN:
+            raise ValueError("must be at least 300s (Prefect's minimum); write e.g. '5m'")
+        return value
+
+    @field_validator("threshold")
+    @classmethod
+    def _check_threshold(cls, value: float, info: ValidationInfo) -> float:
+        if info.data.get("name") == "successes" and not 0 <= value <= 1:
+            raise ValueError("a success rate is a fraction; write e.g. 0.9 for 90%")
+        if value < 0:
+            raise ValueError("must not be negative; durations are seconds, e.g. 600")
+        return value
+
+
+class MetricTrigger(_Strict):
+    """Prefect Cloud's metric trigger: fires when ``metric`` breaches for ``firing_for``.
+
+    ``match``/``match_related`` pick the flow runs that count; ``for_each`` (runbell)
+    keeps one metric per label value, e.g. per deployment.
+    """
+
+    type: Literal["metric"]
+    posture: Literal["Metric"] = "Metric"
+    match: LabelSpec = Field(default_factory=dict)
+    match_related: list[LabelSpec] = Field(default_factory=list)
+    for_each: list[str] = Field(default_factory=list)
+    metric: MetricQuery
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _coerce_match(cls, value: Any) -> Any:
+        return _label_spec(value)
+
+    @field_validator("match_related", mode="before")
+    @classmethod
+    def _coerce_match_related(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return [_label_spec(value)]
+        if isinstance(value, list):
+            return [_label_spec(item) for item in value]
+        return value
+
+    @field_validator("for_each", mode="before")
+    @classmethod
+    def _coerce_names(cls, value: Any) -> Any:
+        return _as_list(value)
+
+
 Trigger = Annotated[
-    Union[EventTrigger, CompoundTrigger, SequenceTrigger],  # noqa: UP007 (recursive alias)
+    Union[EventTrigger, MetricTrigger, CompoundTrigger, SequenceTrigger],  # noqa: UP007 (recursive alias)
     Field(discriminator="type"),
 ]
 """Every trigger kind, discriminated on ``type``. Add members here."""
@@ -581,6 +655,7 @@ Action = Annotated[
 
 TRIGGER_TYPES: dict[str, type[BaseModel]] = {
     "event": EventTrigger,
+    "metric": MetricTrigger,
     "compound": CompoundTrigger,
     "sequence": SequenceTrigger,
 }
@@ -625,15 +700,173 @@ class Orchestrator(_Strict):
         return self
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MAX_SILENCE_DURATION = timedelta(days=7)
+_CLOCK_TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r}; write an IANA name such as 'Europe/Paris' or 'UTC'"
+        ) from None
+    return value
+
+
+class WeeklyWindow(_Strict):
+    """Every ``days`` from ``start`` to ``end`` (``HH:MM`` wall time in ``timezone``).
+
+    ``end`` at or before ``start`` ends on the next day (``22:00`` to ``06:00``); equal
+    times mean 24 hours.
+    """
+
+    days: list[Weekday] = Field(min_length=1)
+    start: str
+    end: str
+    timezone: str = "UTC"
+
+    @field_validator("days", mode="before")
+    @classmethod
+    def _coerce_days(cls, value: Any) -> Any:
+        value = _as_list(value)
+        if isinstance(value, list):
+            return [day.lower()[:3] if isinstance(day, str) else day for day in value]
+        return value
+
+    @field_validator("start", "end")
+    @classmethod
+    def _check_clock(cls, value: str) -> str:
+        if not _CLOCK_TIME.match(value):
+            raise ValueError("must be a wall-clock time 'HH:MM' such as '22:00'; quote it")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_zone(cls, value: str) -> str:
+        return _check_timezone(value)
+
+
+class Silence(_Strict):
+    """Mutes the actions of firings whose labels match ``matchers`` while it is active.
+
+    Active between ``starts`` and ``ends`` (one-off); or, when ``weekly`` or
+    ``cron`` + ``duration`` is given, during each recurring window (``starts``/
+    ``ends`` then optionally bound the recurrence). See :mod:`automations.silences`.
+    """
+
+    name: str = Field(min_length=1)
+    comment: str = ""
+    matchers: LabelSpec = Field(min_length=1)
+    starts: datetime | None = None
+    ends: datetime | None = None
+    weekly: list[WeeklyWindow] = Field(default_factory=list)
+    cron: str | None = None
+    duration: timedelta | None = None
+    timezone: str = "UTC"
+
+    @field_validator("matchers", mode="before")
+    @classmethod
+    def _coerce_matchers(cls, value: Any) -> Any:
+        return _label_spec(value)
+
+    @field_validator("starts", "ends")
+    @classmethod
+    def _check_aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.utcoffset() is None:
+            raise ValueError("needs a UTC offset; write e.g. '2025-06-01T22:00:00+02:00' or '...Z'")
+        return value
+
+    @field_validator("duration", mode="before")
+    @classmethod
+    def _parse_length(cls, value: Any) -> Any:
+        return _parse_duration(value)
+
+    @field_validator("duration")
+    @classmethod
+    def _check_length(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and not timedelta(0) < value <= MAX_SILENCE_DURATION:
+            raise ValueError("must be positive and at most 7d; write e.g. '2h'")
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _check_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            from automations.silences import parse_cron  # lazy: silences imports spec
+
+            parse_cron(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_zone(cls, value: str) -> str:
+        return _check_timezone(value)
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> Silence:
+        if self.weekly and self.cron is not None:
+            raise ValueError("a silence takes either weekly or cron, not both; split it in two")
+        if (self.cron is None) != (self.duration is None):
+            raise ValueError(
+                "cron and duration go together: write e.g. cron: '0 2 * * *', duration: 2h"
+            )
+        if not self.weekly and self.cron is None and (self.starts is None or self.ends is None):
+            raise ValueError(
+                "a one-off silence needs starts and ends (ISO 8601); "
+                "for a recurring one write weekly: or cron: with duration:"
+            )
+        if self.starts is not None and self.ends is not None and self.ends <= self.starts:
+            raise ValueError("ends must be after starts")
+        return self
+
+
 class Automation(_Strict):
-    """A named trigger and the actions it fires (and runs again when it resolves)."""
+    """A named trigger (or several) and the actions it fires (and runs again when it resolves).
+
+    Exactly one of ``trigger`` and ``triggers`` (a list: the automation fires when any
+    of them fires, each with its own state); :meth:`roots` gives both shapes as
+    (path, trigger) pairs. ``cooldown``: after a triggered firing, further triggered
+    firings of the same bucket within this time record but do not act.
+    """
 
     name: str = Field(min_length=1)
     description: str = ""
     enabled: bool = True
-    trigger: Trigger
+    trigger: Trigger | None = None
+    triggers: list[Trigger] | None = Field(default=None, min_length=1)
+    cooldown: timedelta = timedelta(0)
     actions: list[Action] = Field(min_length=1)
     actions_on_resolve: list[Action] = Field(default_factory=list)
+
+    @field_validator("cooldown", mode="before")
+    @classmethod
+    def _parse_cooldown(cls, value: Any) -> Any:
+        return _parse_duration(value)
+
+    @field_validator("cooldown")
+    @classmethod
+    def _check_cooldown(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("cooldown must not be negative; write 0 or e.g. '10m'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_trigger_shape(self) -> Automation:
+        if (self.trigger is None) == (self.triggers is None):
+            raise ValueError(
+                "write exactly one of 'trigger:' (one trigger) or 'triggers:' (a list of them)"
+            )
+        return self
+
+    def roots(self) -> list[tuple[str, Trigger]]:
+        """The top-level triggers with their state paths: ``trigger`` or ``triggers[i]``."""
+        if self.triggers is not None:
+            return [(f"triggers[{index}]", t) for index, t in enumerate(self.triggers)]
+        assert self.trigger is not None  # guaranteed by _one_trigger_shape
+        return [("trigger", self.trigger)]
 
 
 class Config(_Strict):
@@ -642,6 +875,7 @@ class Config(_Strict):
     channels: dict[str, Channel] = Field(default_factory=dict)
     orchestrators: dict[str, Orchestrator] = Field(default_factory=dict)
     automations: list[Automation] = Field(default_factory=list)
+    silences: list[Silence] = Field(default_factory=list)
 
     _secrets: frozenset[str] = PrivateAttr(default=frozenset())
 

@@ -241,7 +241,7 @@ def test_structural_mistakes_have_clear_messages(tmp_path: Path) -> None:
         "  - trigger: {type: event, threshold: 0}\n"
         "    actions: []\n"
         "  - name: b\n"
-        "    trigger: {type: metric}\n"
+        "    trigger: {type: gauge}\n"
         "    actions: [{channel: c}]\n",
     )
     problems = _problems([path], {})
@@ -251,7 +251,7 @@ def test_structural_mistakes_have_clear_messages(tmp_path: Path) -> None:
     assert by_path["automations[0].name"] == (3, "required key 'name' is missing; add 'name: ...'")
     assert by_path["automations[0].trigger.threshold"][1] == "must be at least 1; write 1 or more"
     assert by_path["automations[0].actions"][0] == 4
-    assert "unknown type 'metric'" in by_path["automations[1].trigger"][1]
+    assert "unknown type 'gauge'" in by_path["automations[1].trigger"][1]
     assert by_path["automations[1].actions[0]"][1].startswith("'type' is missing")
 
 
