@@ -112,6 +112,7 @@ class _Probe:
     related_open: frozenset[str] | None  # roles unknown extra related resources cannot have
     terminal: frozenset[str] = frozenset()  # names of which one run emits only one
     why: str = ""
+    retry: bool = False  # the same run again: bounded when the trigger pins run-count
 
 
 def find_loops(automation: Automation) -> list[Loop]:
@@ -128,7 +129,11 @@ def find_loops(automation: Automation) -> list[Loop]:
                 probes.append(((field_name, index), probe))
     own = _own_events(automation)
     for trigger_loc, trigger in _leaves(automation):
-        counted = [(loc, probe, n) for loc, probe in probes if (n := _count(trigger, probe))]
+        counted = [
+            (loc, probe, n)
+            for loc, probe in probes
+            if (n := _count(trigger, probe)) and not _bounded_retry(trigger, probe)
+        ]
         # One firing's actions together must bring ``threshold`` events (Reactive);
         # a single re-arming ``after`` event is enough (Proactive, counted as threshold).
         if sum(n for _, _, n in counted) >= trigger.threshold:
@@ -140,6 +145,14 @@ def find_loops(automation: Automation) -> list[Loop]:
         if trigger.expect and _count(trigger, own) >= trigger.threshold:
             loops.append(Loop(trigger_loc, _message(automation.name, own.why, trigger_loc)))
     return loops
+
+
+def _bounded_retry(trigger: EventTrigger, probe: _Probe) -> bool:
+    """A retry that only fires for some ``run-count`` values ends: each rerun counts up.
+
+    ("retry failed runs up to twice" is ``match: {run-count: ["1", "2"]}``.)
+    """
+    return probe.retry and bool(trigger.match.get("run-count"))
 
 
 def check_loops(
@@ -206,7 +219,9 @@ def _probe(action: Action) -> _Probe | None:
             related=(),
             related_open=frozenset(),
             terminal=frozenset(f"flow-run.{s}" for s in _TERMINAL),
-            why="its retry-run action reruns the same run (flow-run.* events)",
+            why="its retry-run action reruns the same run (flow-run.* events); "
+            "bound it with match: {run-count: [...]}",
+            retry=True,
         )
     return None
 

@@ -223,3 +223,21 @@ def test_loader_rejects_a_loop_with_file_and_line(tmp_path: Path) -> None:
     assert (problem.file, problem.line, problem.path) == (str(file), 9, "automations[1].actions[1]")
     assert "automation 'loopy' would retrigger itself" in problem.message
     assert "emit-event action emits 'etl.alert'" in problem.message
+
+
+def test_retry_bounded_by_run_count_is_not_a_loop() -> None:
+    """'Retry failed runs up to twice' (match on run-count) is allowed; unbounded is not."""
+    from automations.loop_guard import find_loops
+    from automations.spec import Automation
+
+    def automation(match: dict[str, object]) -> Automation:
+        return Automation.model_validate(
+            {
+                "name": "retry-failures",
+                "trigger": {"type": "event", "expect": ["flow-run.Failed"], "match": match},
+                "actions": [{"type": "retry-run"}],
+            }
+        )
+
+    assert find_loops(automation({"run-count": ["1", "2"]})) == []
+    assert find_loops(automation({}))
