@@ -31,7 +31,16 @@ import structlog
 
 from automations import trigger_store
 from automations._buckets import Bucket
-from automations.spec import Automation, CompoundTrigger, Config, EventTrigger, SequenceTrigger
+from automations.loop_guard import automation_resource
+from automations.silences import SilenceSet, firing_labels
+from automations.spec import (
+    Automation,
+    CompoundTrigger,
+    Config,
+    EventTrigger,
+    MetricTrigger,
+    SequenceTrigger,
+)
 from automations.state import Firing, Intent, StateStore
 from automations.trigger_store import Pending
 from automations.triggers import (
@@ -81,11 +90,15 @@ class Engine:
         self.automations = {a.name: a for a in config.automations if a.enabled}
         self.evaluators = {name: TriggerEvaluator(a) for name, a in self.automations.items()}
         self.index = CandidateIndex(self.automations.values())
+        self.silences = SilenceSet(config.silences)
+        self._own = {name: automation_resource(name)["resource.id"] for name in self.automations}
+        self._last_triggered: dict[tuple[str, str], datetime] = {}  # for ``cooldown``
+        self.paused: set[str] = set()
         self._states: dict[str, State] = {name: State() for name in self.automations}
         self._deadlines: dict[str, datetime] = {}
         self._held: dict[str, Any] = {}
         self._event_clock = EventClock()
-        self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._recent: OrderedDict[str, Event] = OrderedDict()
         # handle() and tick() both move the in-memory state: one at a time.
         self._lock = asyncio.Lock()
 
@@ -101,6 +114,13 @@ class Engine:
         # time the bus was quiet, so no deadline passes before the backlog is read.
         if loaded.clock.occurred is not None:
             self._event_clock = EventClock(loaded.clock.occurred, self.clock.now())
+        self.paused = await self.state.paused()
+        for firing in await self.state.firings(limit=1000):
+            if firing.state == "triggered" and not firing.silenced:
+                mark = (firing.automation, _bucket_key(firing.bucket))
+                self._last_triggered[mark] = max(
+                    firing.at, self._last_triggered.get(mark, firing.at)
+                )
         pending = Pending()
         now = self._event_clock.as_of(self.clock.now())
         for name, evaluator in self.evaluators.items():
@@ -180,7 +200,10 @@ class Engine:
         firings: list[Firing],
         intents: list[Intent],
     ) -> None:
+        own = event.event.startswith("automation.")
         for name in self.index.candidates(event):
+            if own and event.resource_id == self._own[name]:
+                continue  # never feed an automation its own automation.* events
             outcome = self.evaluators[name].on_event(event, arrival, self._states[name])
             self._apply(name, outcome, pending, firings, intents)
 
@@ -246,17 +269,34 @@ class Engine:
             return
         automation = self.automations[name]
         for decided in outcome.firings:
-            firing = self._firing(automation, decided)
+            muted = self._muted(automation, decided)
+            firing = self._firing(automation, decided, muted)
             firings.append(firing)
-            actions = (
-                automation.actions
-                if decided.state == "triggered"
-                else automation.actions_on_resolve
-            )
+            if muted is not None:
+                continue  # recorded, actions suppressed
+            resolved = decided.state == "resolved"
+            actions = automation.actions_on_resolve if resolved else automation.actions
             intents.extend(
                 Intent(firing.id, name, index, action.model_dump(mode="json"))
                 for index, action in enumerate(actions)
             )
+
+    def _muted(self, automation: Automation, decided: TriggerFiring) -> str | None:
+        """Why this firing's actions are suppressed (paused, silence, cooldown), or None."""
+        if automation.name in self.paused:
+            return "paused"
+        event = self._recent.get(decided.event_ids[0]) if decided.event_ids else None
+        labels = firing_labels(automation.name, decided.bucket, event)
+        silence = self.silences.match(labels, decided.at)
+        if silence is not None:
+            return f"silence:{silence.name}"
+        if decided.state == "triggered" and automation.cooldown:
+            mark = (automation.name, _bucket_key(decided.bucket))
+            last = self._last_triggered.get(mark)
+            if last is not None and decided.at - last < automation.cooldown:
+                return "cooldown"
+            self._last_triggered[mark] = decided.at
+        return None
 
     def _refresh_deadline(self, name: str) -> None:
         deadline = self.evaluators[name].next_deadline(self._states[name])
@@ -274,12 +314,16 @@ class Engine:
         self._held = dict(held)
 
     def _remember(self, event: Event) -> None:
-        self._recent[str(event.id)] = event.model_dump(mode="json", exclude_none=True)
+        self._recent[str(event.id)] = event
         if len(self._recent) > _RECENT_EVENTS:
             self._recent.popitem(last=False)
 
-    def _firing(self, automation: Automation, decided: TriggerFiring) -> Firing:
-        events = [self._recent[i] for i in decided.event_ids if i in self._recent]
+    def _firing(self, automation: Automation, decided: TriggerFiring, muted: str | None) -> Firing:
+        events = [
+            self._recent[i].model_dump(mode="json", exclude_none=True)
+            for i in decided.event_ids
+            if i in self._recent
+        ]
         return Firing(
             id=firing_id_for(decided),
             automation=automation.name,
@@ -287,7 +331,9 @@ class Engine:
             at=decided.at,
             bucket=decided.bucket,
             event_ids=list(decided.event_ids),
+            silenced=muted is not None,
             context={
+                "muted": muted,
                 "automation": {"name": automation.name, "description": automation.description},
                 "event": events[0] if events else {},
                 "events": events,
@@ -342,9 +388,14 @@ class CandidateIndex:
         self._by_name: dict[str, tuple[dict[str, list[str]], list[str]]] = {}
         self._always: list[str] = []
         for automation in automations:
-            nodes = list(_event_triggers(automation.trigger))
+            roots = [trigger for _, trigger in automation.roots()]
+            nodes = [node for root in roots for node in _event_triggers(root)]
             names = _exact_names(nodes)
-            if names is None or (automation.actions_on_resolve and any(n.for_each for n in nodes)):
+            if (
+                names is None
+                or any(_has_metric(root) for root in roots)
+                or (automation.actions_on_resolve and any(n.for_each for n in nodes))
+            ):
                 self._always.append(automation.name)
                 continue
             ids = _exact_ids(nodes)
@@ -379,6 +430,18 @@ def _event_triggers(trigger: Any) -> Iterable[EventTrigger]:
     elif isinstance(trigger, CompoundTrigger | SequenceTrigger):
         for child in trigger.triggers:
             yield from _event_triggers(child)
+
+
+def _has_metric(trigger: Any) -> bool:
+    if isinstance(trigger, MetricTrigger):
+        return True
+    if isinstance(trigger, CompoundTrigger | SequenceTrigger):
+        return any(_has_metric(child) for child in trigger.triggers)
+    return False
+
+
+def _bucket_key(bucket: dict[str, str]) -> str:
+    return "\x1e".join(f"{k}={v}" for k, v in sorted(bucket.items()))
 
 
 def _exact(value: str) -> bool:

@@ -47,9 +47,9 @@ from typing import Any, Literal
 import orjson
 from pydantic import TypeAdapter
 
+from automations._firing import TriggerFiring, state_key
 from automations.matching import LabelFilter, bucket_key
 from automations.spec import MetricTrigger
-from automations.triggers import TriggerFiring, state_key
 from events.model import Event
 
 __all__ = ["RUN_MEMORY", "MetricEvaluator", "MetricOutcome", "MetricState", "MetricWindow"]

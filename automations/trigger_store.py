@@ -18,11 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import Field, SQLModel
 
 from automations._buckets import Bucket
+from automations.metrics import MetricWindow
 from automations.state import _insert_ignore
 from automations.triggers import Composite, Entry, EventClock, Held
 from events.database import UtcDateTime
 
-_ENTRY: TypeAdapter[Bucket | Composite] = TypeAdapter(Entry)
+_ENTRY: TypeAdapter[Bucket | Composite | MetricWindow] = TypeAdapter(Entry)
 
 
 class TriggerStateRow(SQLModel, table=True):
@@ -56,7 +57,9 @@ class EngineMetaRow(SQLModel, table=True):
 class Pending:
     """What one batch changed, to be written with its firings."""
 
-    entries: dict[tuple[str, str], Bucket | Composite | None] = field(default_factory=dict)
+    entries: dict[tuple[str, str], Bucket | Composite | MetricWindow | None] = field(
+        default_factory=dict
+    )
     held_added: dict[str, Held] = field(default_factory=dict)
     held_removed: set[str] = field(default_factory=set)
     clock: EventClock | None = None
@@ -67,13 +70,13 @@ class Pending:
 
 @dataclass
 class Loaded:
-    states: dict[str, dict[str, Bucket | Composite]]
+    states: dict[str, dict[str, Bucket | Composite | MetricWindow]]
     held: dict[str, Held]
     clock: EventClock
 
 
 async def load(engine: AsyncEngine) -> Loaded:
-    states: dict[str, dict[str, Bucket | Composite]] = {}
+    states: dict[str, dict[str, Bucket | Composite | MetricWindow]] = {}
     held: dict[str, Held] = {}
     clock = EventClock()
     entries = TriggerStateRow.__table__  # type: ignore[attr-defined]
@@ -156,7 +159,9 @@ async def _put_meta(conn: AsyncConnection, name: str, value: str) -> None:
 
 
 def merge(
-    pending: Pending, automation: str, changes: Mapping[str, Bucket | Composite | None]
+    pending: Pending,
+    automation: str,
+    changes: Mapping[str, Bucket | Composite | MetricWindow | None],
 ) -> None:
     for key, entry in changes.items():
         pending.entries[(automation, key)] = entry

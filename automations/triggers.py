@@ -71,13 +71,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import Field, TypeAdapter
 
 from automations import _buckets
 from automations._buckets import Bucket, EventNode, Hit
+from automations._firing import TriggerFiring, state_key
 from automations._ordering import (
     Admission,
     Held,
@@ -87,7 +88,15 @@ from automations._ordering import (
     release,
 )
 from automations.matching import compile_trigger
-from automations.spec import Automation, CompoundTrigger, EventTrigger, SequenceTrigger, Trigger
+from automations.metrics import MetricEvaluator, MetricState, MetricWindow
+from automations.spec import (
+    Automation,
+    CompoundTrigger,
+    EventTrigger,
+    MetricTrigger,
+    SequenceTrigger,
+    Trigger,
+)
 from events.model import Event
 
 __all__ = [
@@ -127,14 +136,14 @@ class Composite:
     firings: tuple[ChildFiring, ...] = ()
 
 
-Entry = Annotated[Bucket | Composite, Field(discriminator="kind")]
+Entry = Annotated[Bucket | Composite | MetricWindow, Field(discriminator="kind")]
 
 
 @dataclass(frozen=True, slots=True)
 class State:
     """One automation's trigger state: :func:`state_key` → entry. Plain JSON both ways."""
 
-    entries: Mapping[str, Bucket | Composite] = field(default_factory=dict)
+    entries: Mapping[str, Bucket | Composite | MetricWindow] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return _STATE.dump_json(self)
@@ -147,42 +156,12 @@ class State:
 _STATE = TypeAdapter(State)
 
 
-def state_key(path: str, bucket: tuple[str, ...] = ()) -> str:
-    """The key of one trigger path's bucket, e.g. ``["trigger","flow-run.1"]``."""
-    return orjson.dumps([path, *bucket]).decode()
-
-
-@dataclass(frozen=True, slots=True)
-class TriggerFiring:
-    """A decision to run ``actions`` (triggered) or ``actions_on_resolve`` (resolved)."""
-
-    automation: str
-    trigger: str
-    state: Literal["triggered", "resolved"]
-    at: datetime
-    bucket: dict[str, str]
-    event_ids: tuple[str, ...]
-
-    @property
-    def key(self) -> str:
-        """Deterministic: the same evaluation always yields the same key (idempotency)."""
-        # ``at`` is part of it: a Proactive bucket fires at every window end with the
-        # same last event; ``at`` (arrival or deadline) is stored, so still deterministic.
-        cause = self.event_ids[0] if self.event_ids else ""
-        labels = orjson.dumps(self.bucket, option=orjson.OPT_SORT_KEYS).decode()
-        moment = self.at.isoformat()
-        return (
-            f"{self.automation}\x1f{self.trigger}\x1f{labels}\x1f{self.state}"
-            f"\x1f{cause}\x1f{moment}"
-        )
-
-
 @dataclass(frozen=True)
 class Outcome:
     """Firings in order, and the changed entries (``None``: delete) over ``base``."""
 
     firings: tuple[TriggerFiring, ...]
-    changes: Mapping[str, Bucket | Composite | None]
+    changes: Mapping[str, Bucket | Composite | MetricWindow | None]
     base: State
 
     @cached_property
@@ -233,15 +212,15 @@ class _CompositeNode:
 class _Changes:
     def __init__(self, base: State) -> None:
         self.base = base
-        self.changes: dict[str, Bucket | Composite | None] = {}
+        self.changes: dict[str, Bucket | Composite | MetricWindow | None] = {}
         self.firings: list[TriggerFiring] = []
 
-    def get(self, key: str) -> Bucket | Composite | None:
+    def get(self, key: str) -> Bucket | Composite | MetricWindow | None:
         if key in self.changes:
             return self.changes[key]
         return self.base.entries.get(key)
 
-    def set(self, key: str, entry: Bucket | Composite | None) -> None:
+    def set(self, key: str, entry: Bucket | Composite | MetricWindow | None) -> None:
         if entry is None and key not in self.base.entries:
             self.changes.pop(key, None)
         elif entry is not self.base.entries.get(key) or key in self.changes:
@@ -258,13 +237,18 @@ class TriggerEvaluator:
         self.name = automation.name
         self._events: dict[str, tuple[EventNode, str | None, int]] = {}
         self._composites: dict[str, tuple[_CompositeNode, int]] = {}
+        self._metrics: dict[str, tuple[MetricEvaluator, str | None, int]] = {}
         self._resolvable = bool(automation.actions_on_resolve)
-        self._add("trigger", automation.trigger, None, 0)
+        for path, root in automation.roots():
+            self._add(path, root, None, 0)
 
     def _add(self, path: str, trigger: Trigger, parent: str | None, index: int) -> None:
         if isinstance(trigger, EventTrigger):
             node = EventNode(trigger, compile_trigger(trigger), self._resolvable and not parent)
             self._events[path] = (node, parent, index)
+            return
+        if isinstance(trigger, MetricTrigger):
+            self._metrics[path] = (MetricEvaluator(self.name, path, trigger), parent, index)
             return
         self._composites[path] = (_CompositeNode(trigger, parent), index)
         for child, sub in enumerate(trigger.triggers):
@@ -292,6 +276,11 @@ class TriggerEvaluator:
             labels = dict(zip(matcher.for_each, values, strict=True))
             for hit in step.hits:
                 self._emit(ctx, path, hit, labels)
+        for path, (metric, _, _) in self._metrics.items():
+            if metric.covers(event):
+                self._metric_step(
+                    ctx, path, metric.on_event(event, now, self._windows(state, path))
+                )
         return ctx.outcome()
 
     def on_time(self, now: datetime, state: State) -> Outcome:
@@ -312,7 +301,32 @@ class TriggerEvaluator:
             labels = dict(zip(node.matcher.for_each, orjson.loads(key)[1:], strict=True))
             for hit in step.hits:
                 self._emit(ctx, path, hit, labels)
+        for path, (metric, _, _) in self._metrics.items():
+            windows = self._windows(state, path)
+            deadline = metric.next_deadline(windows)
+            if deadline is not None and deadline <= now:
+                self._metric_step(ctx, path, metric.on_time(now, windows))
         return ctx.outcome()
+
+    def _windows(self, state: State, path: str) -> MetricState:
+        return MetricState(
+            {
+                key: entry
+                for key, entry in state.entries.items()
+                if isinstance(entry, MetricWindow) and orjson.loads(key)[0] == path
+            }
+        )
+
+    def _metric_step(self, ctx: _Changes, path: str, outcome: Any) -> None:
+        for key, window in outcome.changes.items():
+            ctx.set(key, window)
+        _, parent, index = self._metrics[path]
+        for firing in outcome.firings:
+            if parent is None:
+                ctx.firings.append(firing)
+            elif firing.state == "triggered":
+                child = ChildFiring(index, firing.at, firing.event_ids, firing.bucket)
+                self._child_fired(ctx, parent, child)
 
     def on_start(self, now: datetime, state: State) -> Outcome:
         """Open the windows that exist without any event (run once when the automation loads)."""
@@ -322,10 +336,12 @@ class TriggerEvaluator:
 
     def next_deadline(self, state: State) -> datetime | None:
         """The earliest Proactive deadline (event time): when ``on_time`` is next owed."""
-        return min(
-            (b.deadline for _, _, b in self._buckets(state) if b.deadline is not None),
-            default=None,
-        )
+        deadlines = [b.deadline for _, _, b in self._buckets(state) if b.deadline is not None]
+        for path, (metric, _, _) in self._metrics.items():
+            deadline = metric.next_deadline(self._windows(state, path))
+            if deadline is not None:
+                deadlines.append(deadline)
+        return min(deadlines, default=None)
 
     def advance(self, now: datetime, state: State) -> Outcome:
         """``on_time`` at every deadline up to ``now`` in turn, then at ``now``."""
@@ -338,7 +354,7 @@ class TriggerEvaluator:
         step = self.on_time(now, current)
         firings.extend(step.firings)
         current = step.state
-        changes: dict[str, Bucket | Composite | None] = {
+        changes: dict[str, Bucket | Composite | MetricWindow | None] = {
             key: current.entries.get(key)
             for key in {*state.entries, *current.entries}
             if current.entries.get(key) is not state.entries.get(key)
@@ -372,6 +388,9 @@ class TriggerEvaluator:
             self._child_fired(ctx, parent, ChildFiring(index, hit.at, hit.event_ids, labels))
 
     def _parent(self, path: str) -> tuple[str | None, int]:
+        if path in self._metrics:
+            _, parent, index = self._metrics[path]
+            return parent, index
         if path in self._events:
             _, parent, index = self._events[path]
             return parent, index

@@ -226,3 +226,75 @@ def test_index_narrows_candidates_to_the_watched_deployment() -> None:
     assert sorted(index.candidates(hit)) == ["any-failure", "watch-7"]
     assert index.candidates(event(2, "flow-run.Completed", 0)) == ["any-failure"]
     assert yaml.safe_dump  # the table above is what a YAML file would hold
+
+
+HYGIENE = """
+channels:
+  team: {url: "json://127.0.0.1:9/x"}
+silences:
+  - name: staging-maintenance
+    matchers: {related:deployment:resource.id: deployment.staging}
+    starts: "2026-11-21T09:00:00Z"
+    ends: "2026-11-21T11:00:00Z"
+automations:
+  - name: failures
+    cooldown: 10m
+    trigger:
+      type: event
+      expect: ["flow-run.Failed"]
+      for_each: ["related:deployment:resource.id"]
+    actions: [{type: notify, channel: team}]
+  - name: own-events
+    trigger: {type: event}
+    actions: [{type: do-nothing}]
+"""
+
+
+async def test_silence_and_cooldown_record_but_suppress(tmp_path: Path, store: StateStore) -> None:
+    """A silenced or cooled-down firing is recorded (silenced) and owes no action."""
+    clock = FakeClock(T0)
+    engine = Engine(config(tmp_path, HYGIENE), store, clock, record=True)
+    await engine.load()
+    await engine.handle(
+        [
+            event(1, "flow-run.Failed", 1, deployment="staging"),  # silenced
+            event(2, "flow-run.Failed", 2),  # fires
+            event(3, "flow-run.Failed", 5),  # within the 10m cooldown
+            event(4, "flow-run.Failed", 13),  # after it
+        ]
+    )
+    failures = [f for f in engine.recorded if f.automation == "failures"]
+    assert [(f.event_ids[0][-1], f.silenced) for f in failures] == [
+        ("1", True),
+        ("2", False),
+        ("3", True),
+        ("4", False),
+    ]
+    assert [f.context["muted"] for f in failures] == [
+        "silence:staging-maintenance",
+        None,
+        "cooldown",
+        None,
+    ]
+    owed = {row.firing_id for row in await store.outbox() if row.automation == "failures"}
+    assert owed == {failures[1].id, failures[3].id}
+
+
+async def test_an_automation_never_sees_its_own_events(tmp_path: Path, store: StateStore) -> None:
+    """A catch-all trigger ignores automation.* events about itself, not about others."""
+    clock = FakeClock(T0)
+    engine = Engine(config(tmp_path, HYGIENE), store, clock, record=True)
+    await engine.load()
+    own = Event.model_validate(
+        {
+            "id": str(UUID(int=50)),
+            "occurred": T0.isoformat(),
+            "event": "automation.action.executed",
+            "resource": {"resource.id": "automation.own-events"},
+        }
+    )
+    other = own.model_copy(
+        update={"id": UUID(int=51), "resource": {"resource.id": "automation.failures"}}
+    )
+    await engine.handle([own, other])
+    assert [f.event_ids for f in engine.recorded] == [[str(UUID(int=51))]]
