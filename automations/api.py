@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
 from automations.service import Service
+from automations.state import AttemptRow, OutboxRow
 from events.model import MAX_EVENT_BYTES, Event
 from events.store import EventQuery
 
@@ -114,30 +115,74 @@ def create_app(service: Service, token: str, *, manage_lifecycle: bool = True) -
     @app.get("/api/deliveries", dependencies=auth)
     async def get_deliveries(
         status_: Annotated[str | None, Query(alias="status")] = None,
+        automation: str | None = None,
+        firing_id: str | None = None,
+        channel: str | None = None,
+        since: datetime | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
-        rows = await service.state.outbox(status_, limit)
-        return {
-            "deliveries": [
-                row.model_dump(
-                    mode="json",
-                    include={
-                        "id",
-                        "firing_id",
-                        "automation",
-                        "action_index",
-                        "status",
-                        "attempts",
-                        "created_at",
-                        "next_attempt_at",
-                        "last_error",
-                    },
-                )
-                for row in rows
-            ]
-        }
+        """Outbox rows, newest first, each with every attempt (targets are masked)."""
+        found = await service.state.deliveries(
+            status=status_,
+            automation=automation,
+            firing_id=firing_id,
+            channel=channel,
+            since=since,
+            limit=limit,
+        )
+        return {"deliveries": [_delivery(row, attempts) for row, attempts in found]}
+
+    @app.post("/api/deliveries/{delivery_id}/replay", status_code=202, dependencies=auth)
+    async def replay_delivery(delivery_id: str) -> dict[str, Any]:
+        """Owe a sent or dead delivery again (a new attempt series, the same idempotency key)."""
+        outcome = await service.state.replay(delivery_id, service.clock.now())
+        if outcome == "missing":
+            raise HTTPException(404, f"no delivery {delivery_id!r}")
+        if outcome == "busy":
+            raise HTTPException(409, "the delivery is still pending or sending; replay it later")
+        service.dispatcher.wake()
+        return {"replayed": delivery_id}
 
     return app
+
+
+def _delivery(row: OutboxRow, attempts: list[AttemptRow]) -> dict[str, Any]:
+    out = row.model_dump(
+        mode="json",
+        include={
+            "id",
+            "firing_id",
+            "automation",
+            "action_index",
+            "status",
+            "attempts",
+            "created_at",
+            "next_attempt_at",
+            "last_error",
+            "ref",
+            "series",
+        },
+    )
+    out["action_type"] = row.action.get("type")
+    out["channel"] = row.action.get("channel")
+    out["attempt_log"] = [
+        a.model_dump(
+            mode="json",
+            include={
+                "attempt",
+                "series",
+                "at",
+                "ok",
+                "retryable",
+                "status_code",
+                "latency_ms",
+                "target",
+                "reason",
+            },
+        )
+        for a in attempts
+    ]
+    return out
 
 
 def _too_large(message: str) -> JSONResponse:

@@ -34,13 +34,14 @@ from automations.spec import (
     Automation,
     Channel,
     Config,
+    Orchestrator,
     Silence,
 )
 
 Loc = tuple[str | int, ...]
 
 _ENV_REF = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_TOP_LEVEL = ("channels", "automations", "silences")
+_TOP_LEVEL = ("channels", "automations", "silences", "orchestrators")
 # Fields whose value is a discriminated union: pydantic puts the tag in ``loc`` after them.
 _UNIONS: dict[str, dict[str, type[BaseModel]]] = {
     "trigger": TRIGGER_TYPES,
@@ -63,6 +64,7 @@ def load_config(paths: Sequence[Path], env: Mapping[str, str]) -> Config:
     automations: list[tuple[Automation, _Document, int]] = []
     names: dict[str, tuple[str, int]] = {}
     silences: list[Silence] = []
+    orchestrators: dict[str, Orchestrator] = {}
     # Channel references are checked on the raw data, so an automation with other
     # mistakes still has its unknown channel reported in the same run.
     raw_automations: list[tuple[_Document, int, dict[str, Any]]] = []
@@ -88,6 +90,7 @@ def load_config(paths: Sequence[Path], env: Mapping[str, str]) -> Config:
             automations.append((automation, document, index))
             problems.extend(check_loops(automation, document.problem, ("automations", index)))
         silences.extend(_validate_silences(document, problems))
+        orchestrators.update(_validate_orchestrators(document, problems))
         raw = document.data.get("automations")
         if isinstance(raw, list):
             raw_automations.extend(
@@ -105,6 +108,7 @@ def load_config(paths: Sequence[Path], env: Mapping[str, str]) -> Config:
         channels={name: channel for name, (channel, _, _) in channels.items()},
         automations=[automation for automation, _, _ in automations],
         silences=silences,
+        orchestrators=orchestrators,
     )
     return config.with_secrets(frozenset(secrets))
 
@@ -279,6 +283,29 @@ def _validate_channels(document: _Document, problems: list[Problem]) -> dict[str
     return out
 
 
+def _validate_orchestrators(
+    document: _Document, problems: list[Problem]
+) -> dict[str, Orchestrator]:
+    raw = document.data.get("orchestrators", {})
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.append(
+            document.problem(
+                ("orchestrators",),
+                "must be a mapping of name to {prefect: {api_url: ...}} or {http: {...}}",
+            )
+        )
+        return {}
+    out: dict[str, Orchestrator] = {}
+    for name, body in raw.items():
+        try:
+            out[str(name)] = Orchestrator.model_validate(body)
+        except ValidationError as exc:
+            problems.extend(_from_pydantic(document, ("orchestrators", name), Orchestrator, exc))
+    return out
+
+
 def _validate_silences(document: _Document, problems: list[Problem]) -> list[Silence]:
     raw = document.data.get("silences", [])
     if raw is None:
@@ -354,14 +381,16 @@ def _check_channels(
         for position, action in enumerate(actions):
             if not isinstance(action, dict) or action.get("type") != "notify":
                 continue
-            channel = action.get("channel")
-            if isinstance(channel, str) and channel not in channels:
+            for key in ("channel", "fallback"):
+                channel = action.get(key)
+                if not isinstance(channel, str) or channel in channels:
+                    continue
                 known = sorted(channels)
                 hint = _did_you_mean(channel, known)
                 choices = ", ".join(known) if known else "none defined yet"
                 problems.append(
                     document.problem(
-                        ("automations", index, field_name, position, "channel"),
+                        ("automations", index, field_name, position, key),
                         f"unknown channel '{channel}';{hint} define it under "
                         f"'channels:' or use one of: {choices}",
                     )

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import pytest
 
+from automations.channels import TokenBucket
 from automations.dispatcher import Dispatcher, RetryPolicy
+from automations.spec import RateLimit
 from automations.state import Firing, Intent, StateStore
 from events.database import create_engine
+from events.model import Event
 from events.testing import FakeClock
+from notifiers import Message, SendResult
 from notifiers.testing import RecordingNotifier
 
 POLICY = RetryPolicy(
@@ -32,16 +37,27 @@ async def state(tmp_path: Path) -> AsyncIterator[StateStore]:
     await engine.dispose()
 
 
-async def owe(state: StateStore, clock: FakeClock, **action: object) -> str:
-    """Record one firing with one notify intent; returns the outbox id."""
+EVENT = {"event": "flow-run.Failed", "resource": {"resource.id": "flow-run.1"}}
+
+
+async def owe(
+    state: StateStore,
+    clock: FakeClock,
+    *,
+    firing_state: str = "triggered",
+    bucket: dict[str, str] | None = None,
+    event: dict[str, Any] | None = None,
+    **action: object,
+) -> str:
+    """Record one firing with one action intent (notify to 'team' by default); its outbox id."""
     firing = Firing(
         id=str(uuid4()),
         automation="a",
-        state="triggered",
+        state=firing_state,
         at=clock.now(),
-        bucket={},
+        bucket=bucket or {},
         event_ids=["e1"],
-        context={"event": {"event": "flow-run.Failed", "resource": {"resource.id": "flow-run.1"}}},
+        context={"event": event or EVENT},
     )
     intent = Intent(firing.id, "a", 0, {"type": "notify", "channel": "team", **action})
     await state.commit_batch(
@@ -171,3 +187,194 @@ async def test_in_flight_attempts_are_owed_again_after_a_crash(state: StateStore
     await clock.advance(POLICY.lease)
     assert await dispatcher.dispatch_due() == 1
     assert [s.idempotency_key for s in team.sent] == [outbox_id]
+
+
+async def test_per_action_retry_policy_overrides_the_default(state: StateStore) -> None:
+    """An action's retry: {max_attempts, backoff} replaces the dispatcher's defaults."""
+    clock, team = FakeClock(), RecordingNotifier()
+    team.fail("500", status_code=500)
+    team.fail("502", status_code=502)
+    await owe(state, clock, retry={"max_attempts": 2, "backoff": "PT10S"})
+    dispatcher = Dispatcher(state, {"team": team}, clock, policy=POLICY)
+    await dispatcher.dispatch_due()
+    [row] = await state.outbox()
+    assert timedelta(seconds=5) <= row.next_attempt_at - clock.now() <= timedelta(seconds=10)
+    await clock.advance(timedelta(seconds=10))
+    await dispatcher.dispatch_due()
+    [row] = await state.outbox()
+    assert (row.status, row.attempts) == ("dead", 2)
+
+
+async def test_max_age_dead_letters_a_retryable_failure(state: StateStore) -> None:
+    """Past the action's max_age a retryable failure is not retried."""
+    clock, team = FakeClock(), RecordingNotifier()
+    await owe(state, clock, retry={"max_age": "PT1M"})
+    await clock.advance(timedelta(minutes=2))
+    team.fail("503", status_code=503)
+    await Dispatcher(state, {"team": team}, clock, policy=POLICY).dispatch_due()
+    [row] = await state.outbox()
+    assert (row.status, row.attempts) == ("dead", 1)
+
+
+async def test_dead_notify_hands_the_message_to_its_fallback(state: StateStore) -> None:
+    """After exhaustion the row is dead-lettered and the fallback channel gets the message."""
+    clock, team, pager = FakeClock(), RecordingNotifier(), RecordingNotifier("recording://pager")
+    team.fail("403 forbidden", retryable=False, status_code=403)
+    outbox_id = await owe(state, clock, subject="s", fallback="pager")
+    dispatcher = Dispatcher(state, {"team": team, "pager": pager}, clock, policy=POLICY)
+    assert await dispatcher.dispatch_due() == 1
+    assert await dispatcher.dispatch_due() == 1  # the fallback intent
+    assert await dispatcher.dispatch_due() == 0
+    assert [m.subject for m in pager.messages] == ["s"]
+    assert [s.idempotency_key for s in pager.sent] == [f"{outbox_id}:fallback"]
+    statuses = {row.id: row.status for row in await state.outbox()}
+    assert statuses == {outbox_id: "dead", f"{outbox_id}:fallback": "sent"}
+
+
+async def test_a_dead_fallback_does_not_fall_back_again(state: StateStore) -> None:
+    """The fallback intent has no fallback of its own: no endless chain."""
+    clock, team = FakeClock(), RecordingNotifier()
+    team.fail("404", retryable=False)
+    team.fail("404", retryable=False)
+    await owe(state, clock, fallback="team")
+    dispatcher = Dispatcher(state, {"team": team}, clock, policy=POLICY)
+    await dispatcher.dispatch_due()
+    await dispatcher.dispatch_due()
+    assert await dispatcher.dispatch_due() == 0
+    assert {row.status for row in await state.outbox()} == {"dead"}
+    assert len(await state.outbox()) == 2
+
+
+async def test_rate_limit_delays_and_never_drops(state: StateStore) -> None:
+    """'2/m' sends two at once, defers the third to when a token is earned, drops none."""
+    clock, team = FakeClock(), RecordingNotifier()
+    for _ in range(3):
+        await owe(state, clock)
+    bucket = TokenBucket(RateLimit(count=2, per=timedelta(minutes=1)))
+    dispatcher = Dispatcher(
+        state, {"team": team}, clock, policy=POLICY, rate_limits={"team": bucket}
+    )
+    assert await dispatcher.dispatch_due() == 3
+    assert len(team.sent) == 2
+    [waiting] = await state.outbox(status="pending")
+    assert waiting.attempts == 0  # a deferral is not an attempt
+    assert waiting.next_attempt_at == clock.now() + timedelta(seconds=30)
+    await clock.advance(timedelta(seconds=29))
+    assert await dispatcher.dispatch_due() == 0
+    await clock.advance(timedelta(seconds=1))
+    assert await dispatcher.dispatch_due() == 1
+    assert len(team.sent) == 3
+    assert {row.status for row in await state.outbox()} == {"sent"}
+
+
+class ThreadedNotifier(RecordingNotifier):
+    """A Slack-bot-like fake: send returns a ref, resolve records the ref it was given."""
+
+    def __init__(self) -> None:
+        super().__init__("slack bot fake")
+        self.resolved: list[tuple[dict[str, str] | None, Message]] = []
+
+    async def send(self, message: Message, *, idempotency_key: str) -> SendResult:
+        await super().send(message, idempotency_key=idempotency_key)
+        return SendResult.success(self.target, 1.0, ref={"channel": "C1", "ts": "171.5"})
+
+    async def resolve(
+        self, ref: Mapping[str, str] | None, message: Message, *, idempotency_key: str
+    ) -> SendResult:
+        self.resolved.append((dict(ref) if ref else None, message))
+        return SendResult.success(self.target, 1.0, ref={"channel": "C1", "ts": "172.0"})
+
+
+async def test_resolved_firing_replies_in_the_thread_of_the_original(state: StateStore) -> None:
+    """The triggered send's ref is stored; the resolved notify calls resolve(ref) with it."""
+    clock, slack = FakeClock(), ThreadedNotifier()
+    dispatcher = Dispatcher(state, {"team": slack}, clock, policy=POLICY)
+    first = await owe(state, clock, bucket={"flow": "etl"})
+    await dispatcher.dispatch_due()
+    [row] = await state.outbox()
+    assert row.ref == {"channel": "C1", "ts": "171.5"}
+    await clock.advance(timedelta(minutes=5))
+    await owe(state, clock, bucket={"flow": "etl"}, firing_state="resolved")
+    await dispatcher.dispatch_due()
+    [(ref, message)] = slack.resolved
+    assert ref == {"channel": "C1", "ts": "171.5"}
+    assert message.attributes["resolved"] == "true"
+    assert [s.idempotency_key for s in slack.sent] == [first]
+
+
+async def test_resolve_without_an_original_has_no_ref(state: StateStore) -> None:
+    """A resolved firing whose bucket never alerted on this channel resolves with no ref."""
+    clock, slack = FakeClock(), ThreadedNotifier()
+    await owe(state, clock, bucket={"flow": "other"}, firing_state="resolved")
+    await Dispatcher(state, {"team": slack}, clock, policy=POLICY).dispatch_due()
+    assert [ref for ref, _ in slack.resolved] == [None]
+
+
+async def test_a_redelivered_firing_never_sends_twice(state: StateStore) -> None:
+    """The same firing and intents committed twice (a redelivered batch) send once."""
+    clock, team = FakeClock(), RecordingNotifier()
+    firing = Firing(str(uuid4()), "a", "triggered", clock.now(), {}, ["e1"], {"event": EVENT})
+    intent = Intent(firing.id, "a", 0, {"type": "notify", "channel": "team"})
+    dispatcher = Dispatcher(state, {"team": team}, clock, policy=POLICY)
+    for _ in range(2):
+        await state.commit_batch(
+            processed=[], firings=[firing], intents=[intent], now=clock.now(), checkpoint=None
+        )
+        await dispatcher.dispatch_due()
+    assert [s.idempotency_key for s in team.sent] == [intent.id]
+
+
+async def test_templates_see_run_flow_and_deployment(state: StateStore) -> None:
+    """run/flow/deployment come from the event's resources, ids without their kind prefix."""
+    clock, team = FakeClock(), RecordingNotifier()
+    event = {
+        "event": "flow-run.Failed",
+        "resource": {"resource.id": "flow-run.r1", "resource.name": "daft-wallaby"},
+        "related": [
+            {"resource.id": "flow.f1", "resource.role": "flow", "resource.name": "etl"},
+            {
+                "resource.id": "deployment.d1",
+                "resource.role": "deployment",
+                "resource.name": "nightly",
+            },
+        ],
+    }
+    body = "{{ run.id }} {{ run.name }} {{ flow.id }} {{ flow.name }} {{ deployment.name }}"
+    await owe(state, clock, event=event, subject="{{ run.id | ui_url }}", body=body)
+    dispatcher = Dispatcher(
+        state, {"team": team}, clock, policy=POLICY, ui_base_url="https://ui.example"
+    )
+    await dispatcher.dispatch_due()
+    [message] = team.messages
+    assert message.body == "r1 daft-wallaby f1 etl nightly"
+    assert message.subject == "https://ui.example/resources/r1"
+
+
+async def test_every_action_emits_triggered_then_executed_or_failed(state: StateStore) -> None:
+    """Action events name the automation, the triggering event and the firing."""
+    clock, team = FakeClock(), RecordingNotifier()
+    emitted: list[Event] = []
+
+    async def emit(events: Sequence[Event]) -> None:
+        emitted.extend(events)
+
+    ok_id = await owe(state, clock)
+    dispatcher = Dispatcher(state, {"team": team}, clock, policy=POLICY, emit=emit)
+    await dispatcher.dispatch_due()
+    team.fail("404", retryable=False, status_code=404)
+    failing_id = await owe(state, clock)
+    await dispatcher.dispatch_due()
+    by_delivery = {(e.payload["delivery_id"], e.event) for e in emitted}
+    assert by_delivery == {
+        (ok_id, "automation.action.triggered"),
+        (ok_id, "automation.action.executed"),
+        (failing_id, "automation.action.triggered"),
+        (failing_id, "automation.action.failed"),
+    }
+    executed = next(e for e in emitted if e.event == "automation.action.executed")
+    assert executed.resource["resource.id"] == "automation.a"
+    roles = {r["resource.role"]: r["resource.id"] for r in executed.related}
+    assert roles["triggering-event"] == "event.e1"
+    assert roles["firing"].startswith("firing.")
+    failed = next(e for e in emitted if e.event == "automation.action.failed")
+    assert failed.payload["reason"] == "404"
