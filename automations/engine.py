@@ -145,6 +145,8 @@ class Engine:
             await self._handle(events)
 
     async def _handle(self, events: list[Event]) -> None:
+        # pause-/resume-automation actions flip this in the database at any time.
+        self.paused = await self.state.paused()
         fresh = await self.state.unprocessed([e.id for e in events])
         leaders = {e.follows for e in events if e.follows is not None}
         seen_leaders = set(leaders) - await self.state.unprocessed(list(leaders))

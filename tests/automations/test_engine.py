@@ -298,3 +298,18 @@ async def test_an_automation_never_sees_its_own_events(tmp_path: Path, store: St
     )
     await engine.handle([own, other])
     assert [f.event_ids for f in engine.recorded] == [[str(UUID(int=51))]]
+
+
+async def test_paused_automation_records_but_does_not_act(
+    tmp_path: Path, store: StateStore
+) -> None:
+    """After pause-automation, firings are recorded as muted; after resume they act again."""
+    clock = FakeClock(T0)
+    engine = Engine(config(tmp_path, HYGIENE), store, clock, record=True)
+    await engine.load()
+    await store.set_paused("failures", True)
+    await engine.handle([event(1, "flow-run.Failed", 1)])
+    await store.set_paused("failures", False)
+    await engine.handle([event(2, "flow-run.Failed", 2, deployment="other")])
+    muted = [f.context["muted"] for f in engine.recorded if f.automation == "failures"]
+    assert muted == ["paused", None]
