@@ -9,7 +9,7 @@ from automations.service import Service
 
 
 async def settle(service: Service, timeout: float = 10.0) -> None:
-    """Return once the bus is drained and nothing in the outbox is due.
+    """Return once the bus is drained, nothing in the outbox is due and no attempt is in flight.
 
     Waits on the bus and the dispatcher's progress signal, never on a fixed sleep;
     raises TimeoutError after ``timeout`` seconds.
@@ -22,7 +22,8 @@ async def settle(service: Service, timeout: float = 10.0) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError(f"outbox still has due actions after {timeout}s")
-        if not await service.state.due(service.clock.now(), limit=1):
+        due = await service.state.due(service.clock.now(), limit=1)
+        if not due and not await service.state.outbox(status="sending", limit=1):
             return
         service.dispatcher.wake()
         # An attempt that finished between the check and the wait is caught by
