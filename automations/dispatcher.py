@@ -2,8 +2,10 @@
 
 A pipeline of small stages over each claimed batch::
 
-    claim (bulk, SKIP LOCKED) → throttle (per-channel token bucket: defer, never drop)
-      → [grouping hook] → execute (one attempt per row, concurrently, renders off the loop)
+    [grouping: flush due groups into digest rows]
+    → claim (bulk, SKIP LOCKED) → [grouping: grouped notifies into their groups, one transaction]
+      → throttle (per-channel token bucket: defer, never drop)
+      → execute (one attempt per row, concurrently, renders off the loop)
       → retry policy (per action: backoff + jitter, Retry-After, max attempts, max age)
       → dead letter + fallback intent → emit action events → record (bulk, one transaction)
 
@@ -41,6 +43,7 @@ from automations.actions import (
     template_context,
 )
 from automations.channels import TokenBucket
+from automations.grouping_stage import DIGEST_STATE
 from automations.state import AttemptRow, Firing, Intent, OutboxRow, Outcome, StateStore
 from events.clock import Clock
 from events.model import Event
@@ -84,15 +87,26 @@ class RetryPolicy:
 
 
 class GroupingStage(Protocol):
-    """Hook for notification grouping (``automations/grouping.py``, issue 4 point 3).
+    """Notification grouping (``automations/grouping_stage.py``, issue 4 point 3).
 
-    Notify intents whose action has ``group_by`` are offered to the stage instead
-    of being sent one by one; the stage answers with the attempt's outcome (e.g.
-    "grouped into <group key>") and later owes one digest per group as its own
-    outbox intent. ``None`` means "not mine: send it now".
+    Claimed rows the stage ``claims`` (a notify with ``group_by``) are not sent:
+    ``absorb`` takes a whole claimed batch into its groups and records those rows
+    ``grouped`` itself, in one transaction, before throttling (a grouped row takes
+    no rate-limit token). The dispatcher's timer calls ``flush`` at
+    ``next_flush``; it owes each digest as an outbox row whose firing has state
+    ``digest``, and ``deliver`` renders and sends such a row on the normal path
+    (retries, rate limit, fallback).
     """
 
-    async def offer(self, job: Job) -> ActionResult | None: ...
+    def claims(self, row: OutboxRow, firing: Firing | None) -> bool: ...
+
+    async def absorb(self, jobs: Sequence[tuple[OutboxRow, Firing]], now: datetime) -> int: ...
+
+    async def flush(self, now: datetime) -> int: ...
+
+    async def next_flush(self) -> datetime | None: ...
+
+    async def deliver(self, job: Job) -> ActionResult: ...
 
 
 @dataclass(slots=True)
@@ -180,6 +194,7 @@ class Dispatcher:
             self._wake.clear()
             try:
                 await self._record_finished()
+                await self._flush_groups()
                 claimed = await self._claim(self.concurrency - len(self._in_flight))
             except Exception as exc:  # keep delivering; the next pass retries
                 log.error("dispatch_pass_failed", error=str(exc))
@@ -192,22 +207,66 @@ class Dispatcher:
         await self._record_finished()
 
     async def _idle(self) -> None:
-        """Sleep until woken (new intents, a finished attempt) or the next row is due."""
-        timeout: float | None = None
+        """Sleep until woken (new intents, a finished attempt, a grouped batch) or until,
+        on the injected clock, the next row or the next group flush is due."""
+        moments: list[datetime] = []
         if len(self._in_flight) < self.concurrency:
             next_at = await self.state.next_due_at()
             if next_at is not None:
-                timeout = max(0.0, (next_at - self.clock.now()).total_seconds())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                moments.append(next_at)
+        if self.grouping is not None:
+            flush_at = await self.grouping.next_flush()
+            if flush_at is not None:
+                moments.append(flush_at)
+        waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait())}
+        if moments:
+            waits.add(asyncio.ensure_future(self.clock.sleep_until(min(moments))))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+
+    async def _flush_groups(self) -> int:
+        """Owe the digests of the groups due now (outbox rows the next claim picks up)."""
+        if self.grouping is None:
+            return 0
+        owed = await self.grouping.flush(self.clock.now())
+        if owed:
+            await self._notify_progress()
+        return owed
+
+    async def _group(
+        self, rows: list[OutboxRow], firings: Mapping[str, Firing], now: datetime
+    ) -> list[OutboxRow]:
+        """Hand the grouped notifies to the grouping stage; the rows left to send."""
+        if self.grouping is None:
+            return rows
+        grouped: list[tuple[OutboxRow, Firing]] = []
+        rest: list[OutboxRow] = []
+        for row in rows:
+            firing = firings.get(row.firing_id)
+            if firing is not None and self.grouping.claims(row, firing):
+                grouped.append((row, firing))
+            else:
+                rest.append(row)
+        if grouped:
+            await self.grouping.absorb(grouped, now)
+            await self._notify_progress()
+        return rest
+
+    async def _notify_progress(self) -> None:
+        async with self._progress:
+            self._progress.notify_all()
 
     async def _claim(self, room: int) -> int:
         now = self.clock.now()
         claimed = await self.state.claim_due(now, now + self.policy.lease, room)
         if not claimed:
             return 0
-        rows = await self._throttle(claimed, now)
-        firings = await self.state.firings_by_id(r.firing_id for r in rows)
+        firings = await self.state.firings_by_id(r.firing_id for r in claimed)
+        rows = await self._throttle(await self._group(claimed, firings, now), now)
         for row in rows:
             task = asyncio.create_task(self._deliver(row, firings.get(row.firing_id), now))
             self._in_flight.add(task)
@@ -229,8 +288,7 @@ class Dispatcher:
         except Exception:
             self._finished[:0] = finished  # keep them: recorded on the next pass
             raise
-        async with self._progress:
-            self._progress.notify_all()
+        await self._notify_progress()
 
     async def _record(self, finished: Sequence[_Finished]) -> None:
         # Action events go out before the record: a crash in between re-sends the
@@ -244,14 +302,17 @@ class Dispatcher:
         await self.state.record_attempts([f.outcome for f in finished])
 
     async def dispatch_due(self) -> int:
-        """One complete pass (claim, send, record) over what is due now; for tests and tools.
+        """One complete pass (flush due groups, claim, group, send, record) over what is
+        due now; for tests and tools.
 
-        Returns how many rows were claimed (rows deferred by a rate limit included).
+        Returns how many rows were claimed (rows deferred by a rate limit and rows
+        taken into a group included).
         """
         now = self.clock.now()
+        await self._flush_groups()
         claimed = await self.state.claim_due(now, now + self.policy.lease, limit=10_000)
-        rows = await self._throttle(claimed, now)
-        firings = await self.state.firings_by_id(r.firing_id for r in rows)
+        firings = await self.state.firings_by_id(r.firing_id for r in claimed)
+        rows = await self._throttle(await self._group(claimed, firings, now), now)
         finished = await asyncio.gather(
             *(self._deliver(row, firings.get(row.firing_id), now) for row in rows)
         )
@@ -333,10 +394,12 @@ class Dispatcher:
         return _Finished(outcome, events)
 
     async def _execute(self, job: Job) -> ActionResult:
-        if self.grouping is not None and job.row.action.get("group_by"):
-            grouped = await self.grouping.offer(job)
-            if grouped is not None:
-                return grouped
+        if job.firing.state == DIGEST_STATE:
+            if self.grouping is None:
+                return ActionResult.failed(
+                    "-", "a digest needs the grouping stage: wire Dispatcher(grouping=...)"
+                )
+            return await self.grouping.deliver(job)
         return await execute(job, self.runtime)
 
     def _fallback(self, row: OutboxRow) -> tuple[Intent, ...]:

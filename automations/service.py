@@ -28,6 +28,7 @@ from automations.actions import RunController
 from automations.channels import build_channels, build_controllers, close_all
 from automations.dispatcher import Dispatcher
 from automations.engine import CHECKPOINT, Engine
+from automations.grouping_stage import NotifyGrouping
 from automations.settings import Settings
 from automations.spec import Config
 from automations.state import PROCESSED_RETENTION, StateStore
@@ -77,6 +78,12 @@ class Service:
             emit=self.ingest,
             rate_limits=self.channels.rate_limits,
             ui_base_url=settings.ui_url,
+            grouping=NotifyGrouping(
+                self.state,
+                self.channels.notifiers,
+                config.automations,
+                ui_base_url=settings.ui_url,
+            ),
         )
         self.engine = Engine(config, self.state, self.clock, on_intents=self.dispatcher.wake)
         self._ingest_lock = asyncio.Lock()

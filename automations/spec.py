@@ -309,11 +309,24 @@ class _Action(_Strict):
     retry: RetrySpec | None = None
 
 
+GROUP_WAIT = timedelta(seconds=30)
+GROUP_INTERVAL = timedelta(minutes=5)
+REPEAT_INTERVAL = timedelta(hours=4)
+
+
 class NotifyAction(_Action):
     """Send a message to a named channel; ``subject``/``body`` are sandboxed Jinja templates.
 
     Without subject/body the default message for the event family is sent.
     ``fallback`` names a channel that gets the message once this one is dead-lettered.
+
+    ``group_by`` (label names, ``["..."]`` for every label) turns on Alertmanager-style
+    grouping (``automations/grouping_stage.py``): firings become alerts in groups of
+    equal ``group_by`` values, and each group is sent as one digest ``group_wait``
+    after it opens, then at most every ``group_interval`` while it changes, and again
+    every ``repeat_interval`` while it still fires; ``send_resolved`` says when its
+    alerts resolved. With ``group_by``, ``subject``/``body`` see the digest
+    (``alerts``, ``firing``, ``resolved``, ``group_labels``, ``counts``).
     """
 
     type: Literal["notify"]
@@ -321,11 +334,62 @@ class NotifyAction(_Action):
     subject: str | None = None
     body: str | None = None
     fallback: str | None = Field(default=None, min_length=1)
+    group_by: list[str] | None = Field(default=None, min_length=1)
+    group_wait: timedelta = GROUP_WAIT
+    group_interval: timedelta = GROUP_INTERVAL
+    repeat_interval: timedelta = REPEAT_INTERVAL
+    send_resolved: bool = True
 
     @field_validator("subject", "body")
     @classmethod
     def _check_template(cls, value: str | None) -> str | None:
         return None if value is None else _check_template(value)
+
+    @field_validator("group_by")
+    @classmethod
+    def _check_group_by(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not label.strip() for label in value):
+            raise ValueError("group_by takes label names, e.g. [deployment] or ['...'] for all")
+        return value
+
+    @field_validator("group_wait", "group_interval", "repeat_interval", mode="before")
+    @classmethod
+    def _parse_interval(cls, value: Any) -> Any:
+        try:
+            return _parse_duration(value)
+        except ValueError:
+            raise ValueError("must be a duration such as '30s', '5m' or '4h'") from None
+
+    @field_validator("group_wait")
+    @classmethod
+    def _check_wait(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("group_wait must not be negative; write 0 or e.g. '30s'")
+        return value
+
+    @field_validator("group_interval", "repeat_interval")
+    @classmethod
+    def _check_interval(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration, e.g. '5m' or '4h'")
+        return value
+
+    @model_validator(mode="after")
+    def _grouping_needs_group_by(self) -> NotifyAction:
+        # Compared with the defaults, not model_fields_set: a stored action
+        # (model_dump) carries every field, grouped or not.
+        changed = (
+            self.group_wait != GROUP_WAIT
+            or self.group_interval != GROUP_INTERVAL
+            or self.repeat_interval != REPEAT_INTERVAL
+            or not self.send_resolved
+        )
+        if self.group_by is None and changed:
+            raise ValueError(
+                "group_wait, group_interval, repeat_interval and send_resolved only apply "
+                "with group_by; add group_by: [deployment] (or ['...']) or remove them"
+            )
+        return self
 
 
 _RUN_ID = "{{ run.id }}"

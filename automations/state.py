@@ -13,7 +13,8 @@ Invariants (see automations/CONTRACTS.md):
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import hashlib
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,10 +27,13 @@ from sqlalchemy import (
     Connection,
     Integer,
     String,
+    Text,
     bindparam,
     func,
     inspect,
+    or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -37,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.schema import CreateColumn
 from sqlmodel import Field, SQLModel
 
+from automations.grouping import GroupingState
 from events.database import UtcDateTime
 
 _NS = uuid5(NAMESPACE_URL, "https://runbell.dev/firing")
@@ -124,6 +129,19 @@ class CheckpointRow(SQLModel, table=True):
     received: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
 
 
+class GroupRow(SQLModel, table=True):
+    """One open notification group (``automations/grouping.py``), persisted between flushes."""
+
+    __tablename__ = "notify_groups"
+
+    id: str = Field(primary_key=True, max_length=64)  # sha256 of the group key
+    automation: str = Field(index=True, max_length=512)
+    action_index: int
+    next_flush: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False, index=True))
+    # GroupingState JSON holding this one group (its key included).
+    state: str = Field(sa_column=Column(Text, nullable=False))
+
+
 @dataclass(frozen=True, slots=True)
 class Firing:
     id: str
@@ -161,6 +179,33 @@ class Intent:
     @property
     def id(self) -> str:
         return f"{self.firing_id}:{self.action_index}{self.suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class OwedDigest:
+    """A group's digest owed as an outbox row whose id is the digest's idempotency key."""
+
+    id: str
+    automation: str
+    action_index: int
+    action: dict[str, Any]
+    at: datetime  # created and due
+
+
+@dataclass(frozen=True, slots=True)
+class GroupingChange:
+    """What one grouping step writes, atomically (:meth:`StateStore.change_grouping`).
+
+    ``state``: the new state of the groups the step was given (absent = removed);
+    ``grouped``: attempts of intents taken into a group (their rows become
+    ``grouped``, a terminal status); ``firings`` + ``digests``: digests owed (the
+    digest firing shares the digest's id).
+    """
+
+    state: GroupingState
+    grouped: Sequence[Outcome] = ()
+    firings: Sequence[Firing] = ()
+    digests: Sequence[OwedDigest] = ()
 
 
 def _insert_ignore(conn: AsyncConnection, table: Any) -> Any:
@@ -550,6 +595,125 @@ class StateStore:
                 return "replayed"
             exists = (await conn.execute(select(table.c.id).where(table.c.id == outbox_id))).first()
         return "busy" if exists else "missing"
+
+    # -- notification grouping (automations/grouping_stage.py) -------------------
+    async def next_group_flush(self) -> datetime | None:
+        """The earliest moment an open notification group is owed a flush."""
+        table = GroupRow.__table__  # type: ignore[attr-defined]
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(func.min(table.c.next_flush)))).first()
+        return row[0] if row and row[0] else None
+
+    async def change_grouping(
+        self,
+        change: Callable[[GroupingState], GroupingChange],
+        *,
+        automations: Collection[str] = (),
+        due_by: datetime | None = None,
+    ) -> GroupingChange:
+        """Load the groups of ``automations`` and those due by ``due_by``, apply the pure
+        ``change`` and write its outcome in ONE transaction; returns the change.
+
+        Writers are serialised: an advisory transaction lock on PostgreSQL, the
+        single writer on SQLite (plus the caller's own lock in-process).
+        """
+        table = GroupRow.__table__  # type: ignore[attr-defined]
+        conditions = []
+        if automations:
+            conditions.append(table.c.automation.in_(list(automations)))
+        if due_by is not None:
+            conditions.append(table.c.next_flush <= due_by)
+        async with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('runbell.groups'))"))
+            before: dict[str, Any] = {}
+            if conditions:
+                for row in await conn.execute(select(table.c.state).where(or_(*conditions))):
+                    before.update(GroupingState.from_json(row[0]).groups)
+            done = change(GroupingState(before))
+            after = done.state.groups
+            gone = [_group_row_id(key) for key in before if key not in after]
+            if gone:
+                await conn.execute(table.delete().where(table.c.id.in_(gone)))
+            changed = [
+                {
+                    "id": _group_row_id(key),
+                    "automation": group.automation,
+                    "action_index": group.action,
+                    "next_flush": group.next_flush,
+                    "state": GroupingState({key: group}).to_json().decode(),
+                }
+                for key, group in after.items()
+                if before.get(key) != group
+            ]
+            if changed:
+                stmt = _insert_ignore(conn, table)
+                await conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["id"],
+                        set_={c: stmt.excluded[c] for c in ("next_flush", "state")},
+                    ),
+                    changed,
+                )
+            await _write_grouping_outcomes(conn, done)
+        return done
+
+
+def _group_row_id(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def _write_grouping_outcomes(conn: AsyncConnection, done: GroupingChange) -> None:
+    outbox = OutboxRow.__table__  # type: ignore[attr-defined]
+    if done.grouped:
+        attempts = AttemptRow.__table__  # type: ignore[attr-defined]
+        await conn.execute(
+            attempts.insert(), [o.attempt.model_dump(exclude={"id"}) for o in done.grouped]
+        )
+        await conn.execute(
+            update(outbox)
+            .where(outbox.c.id == bindparam("b_id"))
+            .where(outbox.c.status == "sending")
+            .values(status=bindparam("b_status"), last_error=None),
+            [{"b_id": o.attempt.outbox_id, "b_status": o.status} for o in done.grouped],
+        )
+    if done.firings:
+        stmt = _insert_ignore(conn, FiringRow.__table__)  # type: ignore[attr-defined]
+        await conn.execute(
+            stmt.on_conflict_do_nothing(),
+            [
+                {
+                    "id": f.id,
+                    "automation": f.automation,
+                    "state": f.state,
+                    "at": f.at,
+                    "bucket": f.bucket,
+                    "event_ids": f.event_ids,
+                    "silenced": f.silenced,
+                    "context": f.context,
+                }
+                for f in done.firings
+            ],
+        )
+    if done.digests:
+        rows = [
+            {
+                "id": digest.id,
+                "firing_id": digest.id,
+                "automation": digest.automation,
+                "action_index": digest.action_index,
+                "action": digest.action,
+                "status": "pending",
+                "attempts": 0,
+                "created_at": digest.at,
+                "next_attempt_at": digest.at,
+                "last_error": None,
+                "series": 0,
+            }
+            for digest in done.digests
+        ]
+        stmt = _insert_ignore(conn, outbox)
+        await conn.execute(stmt.on_conflict_do_nothing(), rows)
 
 
 def _outbox_row(intent: Intent, now: datetime) -> dict[str, Any]:
