@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck unit bench bench-triggers clean
+.PHONY: run test lint typecheck unit bench bench-latency bench-triggers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ test: lint typecheck
 
 bench: $(STAMP_TEST)
 	$(BIN)/python bench/throughput.py
+
+bench-latency: $(STAMP_TEST)
+	$(BIN)/python bench/latency.py
 
 bench-triggers: $(STAMP_RUN)
 	$(BIN)/python bench/triggers.py
