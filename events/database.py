@@ -21,6 +21,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import DateTime, Dialect, MetaData, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -69,10 +70,17 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     target = normalise_url(url)
     if target.get_backend_name() == "postgresql":
         kwargs.setdefault("pool_pre_ping", True)
+    # JSON columns sit on the engine's hot path: orjson is several times faster.
+    kwargs.setdefault("json_serializer", _json_dumps)
+    kwargs.setdefault("json_deserializer", orjson.loads)
     engine = create_async_engine(target, **kwargs)
     if target.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
     return engine
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

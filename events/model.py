@@ -94,9 +94,9 @@ class Event(BaseModel):
     @model_validator(mode="after")
     def _check_size(self) -> Event:
         # The payload dominates size; labels are bounded above.
-        size = len(orjson.dumps(self.payload)) + sum(
-            len(k) + len(v) for labels in (self.resource, *self.related) for k, v in labels.items()
-        )
+        size = len(orjson.dumps(self.payload)) if self.payload else 0
+        for labels in (self.resource, *self.related):
+            size += sum(map(len, labels)) + sum(map(len, labels.values()))
         if size > MAX_EVENT_BYTES:
             raise ValueError(f"event is {size} bytes; the limit is {MAX_EVENT_BYTES}")
         return self
