@@ -87,6 +87,8 @@ class Service:
         )
         self.engine = Engine(config, self.state, self.clock, on_intents=self.dispatcher.wake)
         self._ingest_lock = asyncio.Lock()
+        self._ingest_queue: list[tuple[list[Event], asyncio.Future[None]]] = []
+        self._ingest_writer: asyncio.Task[None] | None = None
         self._last_received: datetime | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._timer: asyncio.Task[None] | None = None
@@ -127,19 +129,44 @@ class Service:
         await self.db.dispose()
 
     async def ingest(self, events: Sequence[Event]) -> list[UUID]:
-        """Accept events; returns once they are durable (store or broker)."""
-        stamped: list[Event] = []
-        async with self._ingest_lock:
-            for event in events:
-                stamped.append(event.with_received(self._next_received()))
-            if self.settings.embedded:
-                # Store first, then the bus, under one lock: bus order is
-                # arrival order, which the recovery watermark relies on.
-                new = set(await self.store.insert(stamped))
-                await self.bus.publish([e for e in stamped if e.id in new])
-            else:
-                await self.bus.publish(stamped)
+        """Accept events; returns once they are durable (store or broker).
+
+        Concurrent callers are committed together (group commit): one writer
+        drains everything queued since its last write in one transaction and
+        one publish, in arrival order, then answers each caller.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ingest_queue.append((list(events), done))
+        if self._ingest_writer is None or self._ingest_writer.done():
+            self._ingest_writer = asyncio.create_task(self._write_ingested())
+        await done
         return [e.id for e in events]
+
+    async def _write_ingested(self) -> None:
+        while self._ingest_queue:
+            waiting, self._ingest_queue = self._ingest_queue, []
+            stamped = [
+                event.with_received(self._next_received())
+                for events, _ in waiting
+                for event in events
+            ]
+            try:
+                async with self._ingest_lock:
+                    if self.settings.embedded:
+                        # Store first, then the bus, in one writer: bus order is
+                        # arrival order, which the recovery watermark relies on.
+                        new = set(await self.store.insert(stamped))
+                        await self.bus.publish([e for e in stamped if e.id in new])
+                    else:
+                        await self.bus.publish(stamped)
+            except Exception as exc:
+                for _, done in waiting:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for _, done in waiting:
+                if not done.done():
+                    done.set_result(None)
 
     def _next_received(self) -> datetime:
         now = self.clock.now()

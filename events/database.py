@@ -73,6 +73,10 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # JSON columns sit on the engine's hot path: orjson is several times faster.
     kwargs.setdefault("json_serializer", _json_dumps)
     kwargs.setdefault("json_deserializer", orjson.loads)
+    if target.get_backend_name() == "sqlite":
+        # Each statement already commits or rolls back; a reset on every return
+        # to the pool is one more thread round trip per transaction.
+        kwargs.setdefault("pool_reset_on_return", None)
     engine = create_async_engine(target, **kwargs)
     if target.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
