@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import heapq
+import itertools
 import json
 import math
 import threading
+import time
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -54,7 +57,6 @@ MAX_SEQUENCE = 100_000
 MAX_EXPONENT = 1_000
 DEFAULT_TIMEOUT = 1.0
 # How long to wait for an interrupted render thread to unwind before giving up on it.
-_UNWIND_GRACE = 0.5
 
 
 class _RenderTimeout(BaseException):
@@ -188,38 +190,68 @@ def check_syntax(source: str) -> str | None:
     return None
 
 
-class _RenderJob:
-    """One render on its own daemon thread, interruptible from outside."""
+class _Watchdog:
+    """One long-lived thread that interrupts renders running past their deadline.
 
-    def __init__(self, template: Any, context: dict[str, Any]) -> None:
-        self._template = template
-        self._context = context
-        self._lock = threading.Lock()
-        self._done = False
-        self.finished = threading.Event()
-        self.output: str | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="template-render", daemon=True)
+    A render runs on the caller's thread (no thread per render); it registers a
+    deadline here first. Past it, the watchdog injects ``_RenderTimeout`` into
+    that thread. Registration ends under the lock, and an exception injected but
+    not yet raised is cleared then, so it can never surface after ``render``.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._deadlines: list[tuple[float, int]] = []  # heap of (deadline, token)
+        self._active: dict[int, int] = {}  # token -> thread ident
+        self._fired: set[int] = set()
+        self._tokens = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def enter(self, timeout: float) -> int:
+        token = next(self._tokens)
+        with self._cond:
+            self._active[token] = threading.get_ident()
+            heapq.heappush(self._deadlines, (time.monotonic() + timeout, token))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="template-watchdog", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+        return token
+
+    def leave(self, token: int) -> bool:
+        """End a render; True when it was interrupted (its timeout fired)."""
+        with self._cond:
+            ident = self._active.pop(token, None)
+            fired = token in self._fired
+            self._fired.discard(token)
+            if fired and ident is not None:
+                # Clear an injected exception the thread has not raised yet.
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
+        return fired
 
     def _run(self) -> None:
-        try:
-            output = self._template.render(self._context)
-            # Marked under the lock: once done, interrupt() will not inject.
-            with self._lock:
-                self._done = True
-            self.output = output
-        except BaseException as exc:  # the thread's only job is to hand this over
-            self.error = exc
-        finally:
-            self.finished.set()
+        with self._cond:
+            while True:
+                while self._deadlines and self._deadlines[0][1] not in self._active:
+                    heapq.heappop(self._deadlines)
+                if not self._deadlines:
+                    self._cond.wait()
+                    continue
+                deadline, token = self._deadlines[0]
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                heapq.heappop(self._deadlines)
+                self._fired.add(token)
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(self._active[token]), ctypes.py_object(_RenderTimeout)
+                )
 
-    def interrupt(self) -> None:
-        with self._lock:
-            if self._done or self.thread.ident is None:
-                return
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(self.thread.ident), ctypes.py_object(_RenderTimeout)
-            )
+
+_WATCHDOG = _Watchdog()
 
 
 def render(source: str, context: Mapping[str, Any], *, timeout: float = DEFAULT_TIMEOUT) -> str:
@@ -234,17 +266,30 @@ def render(source: str, context: Mapping[str, Any], *, timeout: float = DEFAULT_
     except TemplateSyntaxError as exc:
         raise _syntax_error(exc) from exc
 
-    job = _RenderJob(template, dict(context))
-    job.thread.start()
-    if not job.finished.wait(timeout):
-        job.interrupt()
-        job.finished.wait(_UNWIND_GRACE)
-        if job.output is None:
-            raise TemplateError(f"render timed out after {timeout:g}s; simplify the loops")
-    if job.error is not None:
-        raise _render_error(job.error) from job.error
-    assert job.output is not None
-    return job.output
+    token = _WATCHDOG.enter(timeout)
+    output: str | None = None
+    error: BaseException | None = None
+    try:
+        output = template.render(dict(context))
+    except BaseException as exc:  # includes the injected _RenderTimeout
+        error = exc
+    finally:
+        # The watchdog may fire between the render's end and leave(): absorb it.
+        timed_out = False
+        while True:
+            try:
+                timed_out = _WATCHDOG.leave(token) or timed_out
+                break
+            except _RenderTimeout:
+                timed_out = True
+    if timed_out or isinstance(error, _RenderTimeout):
+        raise TemplateError(f"render timed out after {timeout:g}s; simplify the loops")
+    if error is not None:
+        if isinstance(error, KeyboardInterrupt | SystemExit):
+            raise error
+        raise _render_error(error) from error
+    assert output is not None
+    return output
 
 
 def _render_error(exc: BaseException) -> TemplateError:
