@@ -27,6 +27,10 @@ __all__ = [
 # the application called ``configure_logging``.
 _SECRETS = Redactor()
 
+# httpcore scans every pooled connection on each request: a small pool keeps
+# that cheap, and one target rarely gains from more parallel connections.
+POOL_LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+
 
 class _HttpxScrubber(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from notifiers._http import (
+    POOL_LIMITS,
     elapsed_ms,
     exception_result,
     register_secrets,
@@ -208,7 +209,9 @@ class SlackNotifier:
             register_secrets(token)
             self._target = f"slack bot {mask_url(self._base_url)} channel={self._channel}"
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._client = httpx.AsyncClient(timeout=timeout, headers=headers, follow_redirects=False)
+        self._client = httpx.AsyncClient(
+            timeout=timeout, headers=headers, follow_redirects=False, limits=POOL_LIMITS
+        )
 
     @property
     def target(self) -> str:

@@ -31,7 +31,13 @@ from collections.abc import Callable, Mapping
 
 import httpx
 
-from notifiers._http import elapsed_ms, exception_result, register_secrets, status_failure
+from notifiers._http import (
+    POOL_LIMITS,
+    elapsed_ms,
+    exception_result,
+    register_secrets,
+    status_failure,
+)
 from notifiers.errors import ChannelConfigError
 from notifiers.model import Message, SendResult
 from notifiers.secrets import mask_url
@@ -85,7 +91,9 @@ class WebhookNotifier:
         self._headers = {"User-Agent": _USER_AGENT, **(headers or {})}
         register_secrets(url, *(headers or {}).values(), *([secret] if secret else []))
         self._target = f"{self._method} {mask_url(url)}"
-        self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self._client = httpx.AsyncClient(
+            timeout=timeout, follow_redirects=False, limits=POOL_LIMITS
+        )
 
     @property
     def target(self) -> str:
