@@ -13,7 +13,7 @@ It returns runbell YAML (``channels:`` when needed, then ``automations:``) and a
 list of warnings, one line each, ``<automation>: <field>: <what differs>``. The
 CLI prints the YAML on stdout and the warnings on stderr.
 
-Mapping (see ``automations/spec.py`` for the runbell side):
+Mapping (see ``automations/spec/`` for the runbell side):
 
 * names and labels lose ``prefect.``: event names (``prefect.flow-run.Failed`` →
   ``flow-run.Failed``), label keys (``prefect.resource.id`` → ``resource.id``),

@@ -3,7 +3,7 @@
 :func:`execute` runs one attempt of an outbox row's action: it validates the
 stored action against the spec, builds nothing itself (the caller passes the
 template context) and never raises for an outcome. Add a type: a model in
-``automations/spec.py`` and a module here registered in :data:`EXECUTORS`.
+``automations/spec/_actions.py`` and a module here registered in :data:`EXECUTORS`.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from automations.errors import AutomationsError
 from notifiers import is_retryable_status
 
 __all__ = [
+    "STATE_TYPES",
     "ControlResult",
     "OrchestratorConfigError",
     "RunController",
@@ -37,6 +38,21 @@ __all__ = [
     "retry_after_seconds",
     "status_failure",
 ]
+
+STATE_TYPES = frozenset(
+    {
+        "SCHEDULED",
+        "PENDING",
+        "RUNNING",
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "CRASHED",
+        "PAUSED",
+        "CANCELLING",
+    }
+)
+"""The run state types a ``change_run_state`` call may ask for (Prefect's)."""
 
 # Longest answer excerpt quoted in a failure reason.
 _EXCERPT = 200

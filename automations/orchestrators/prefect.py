@@ -47,6 +47,7 @@ from typing import Any
 import httpx
 
 from automations.orchestrators.base import (
+    STATE_TYPES,
     ControlResult,
     OrchestratorConfigError,
     exception_result,
@@ -58,19 +59,6 @@ from notifiers import mask_url
 
 __all__ = ["STATE_TYPES", "PrefectController"]
 
-STATE_TYPES = frozenset(
-    {
-        "SCHEDULED",
-        "PENDING",
-        "RUNNING",
-        "COMPLETED",
-        "FAILED",
-        "CANCELLED",
-        "CRASHED",
-        "PAUSED",
-        "CANCELLING",
-    }
-)
 _USER_AGENT = "runbell-orchestrator/0.1"
 _REFUSED = frozenset({"ABORT", "REJECT"})
 
