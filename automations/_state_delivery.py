@@ -1,0 +1,257 @@
+"""The dispatcher's side of ``StateStore``: the outbox, claims, attempts, pauses, replay."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Select, bindparam, func, select, update
+
+from automations._state_model import (
+    OWED,
+    AttemptRow,
+    OutboxRow,
+    Outcome,
+    PausedRow,
+    StoreBase,
+    attempt_rows,
+    insert_ignore,
+    intent_row,
+    newest,
+    outbox_rows,
+)
+from events.database import UtcDateTime
+
+_OUTBOX = OutboxRow.__table__  # type: ignore[attr-defined]
+
+
+def _due(now: datetime, limit: int, *columns: Any) -> Select[Any]:
+    """Owed rows due by ``now``, the longest-waiting first."""
+    return (
+        select(*columns)
+        .where(_OUTBOX.c.status.in_(OWED))
+        .where(_OUTBOX.c.next_attempt_at <= now)
+        .order_by(_OUTBOX.c.next_attempt_at)
+        .limit(limit)
+    )
+
+
+class DeliveryState(StoreBase):
+    async def due(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
+        """Outbox rows owed now: pending, or 'sending' left over by a crash (in doubt)."""
+        async with self.engine.connect() as conn:
+            return outbox_rows(await conn.execute(_due(now, limit, _OUTBOX)))
+
+    async def next_due_at(self) -> datetime | None:
+        stmt = select(func.min(_OUTBOX.c.next_attempt_at)).where(_OUTBOX.c.status.in_(OWED))
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+        return row[0] if row and row[0] else None
+
+    async def claim_due(self, now: datetime, lease_until: datetime, limit: int) -> list[OutboxRow]:
+        """Take up to ``limit`` due rows for one attempt each, atomically.
+
+        Due: pending, or 'sending' whose lease has ended (the attempt was lost with
+        its process). Claimed rows are 'sending' with ``attempts`` incremented and
+        ``next_attempt_at`` at the lease end; concurrent dispatchers skip them
+        (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, the single writer on SQLite).
+        """
+        if limit <= 0:
+            return []
+        table = _OUTBOX
+        due = _due(now, limit, table.c.id)
+        async with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                due = due.with_for_update(skip_locked=True)
+            rows = await conn.execute(
+                update(table)
+                .where(table.c.id.in_(due.scalar_subquery()))
+                .values(
+                    status="sending", attempts=table.c.attempts + 1, next_attempt_at=lease_until
+                )
+                .returning(*table.c)
+            )
+            return outbox_rows(rows)
+
+    async def release_in_flight(self, now: datetime) -> None:
+        """Attempts left 'sending' by a crashed process are owed again now."""
+        table = _OUTBOX
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(table)
+                .where(table.c.status == "sending")
+                .values(status="pending", next_attempt_at=now)
+            )
+
+    async def record_attempts(self, outcomes: Sequence[Outcome]) -> None:
+        """Record a set of finished attempts and their rows' new status in one transaction."""
+        if not outcomes:
+            return
+        outbox = _OUTBOX
+        attempts = AttemptRow.__table__  # type: ignore[attr-defined]
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                attempts.insert(), [o.attempt.model_dump(exclude={"id"}) for o in outcomes]
+            )
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id == bindparam("b_id"))
+                .values(
+                    status=bindparam("b_status"),
+                    next_attempt_at=func.coalesce(
+                        bindparam("b_next", type_=UtcDateTime()), outbox.c.next_attempt_at
+                    ),
+                    last_error=bindparam("b_error"),
+                ),
+                [
+                    {
+                        "b_id": o.attempt.outbox_id,
+                        "b_status": o.status,
+                        "b_next": o.next_attempt_at,
+                        "b_error": o.error,
+                    }
+                    for o in outcomes
+                ],
+            )
+            refs = [{"b_id": o.attempt.outbox_id, "b_ref": dict(o.ref)} for o in outcomes if o.ref]
+            if refs:
+                await conn.execute(
+                    update(outbox)
+                    .where(outbox.c.id == bindparam("b_id"))
+                    .values(ref=bindparam("b_ref", type_=JSON)),
+                    refs,
+                )
+            spawned = [intent_row(i, o.attempt.at) for o in outcomes for i in o.spawn]
+            if spawned:
+                stmt = insert_ignore(conn, outbox)
+                await conn.execute(stmt.on_conflict_do_nothing(), spawned)
+
+    async def outbox(self, status: str | None = None, limit: int = 100) -> list[OutboxRow]:
+        stmt = newest(_OUTBOX, limit, _OUTBOX.c.created_at.desc(), status=status)
+        async with self.engine.connect() as conn:
+            return outbox_rows(await conn.execute(stmt))
+
+    async def attempts(self, outbox_id: str | None = None, limit: int = 100) -> list[AttemptRow]:
+        table = AttemptRow.__table__  # type: ignore[attr-defined]
+        stmt = newest(table, limit, table.c.id.desc(), outbox_id=outbox_id)
+        async with self.engine.connect() as conn:
+            return attempt_rows(await conn.execute(stmt))
+
+    # -- dispatcher additions: rate limits, pauses, resolves, the deliveries API --
+    async def defer(self, rows: Sequence[tuple[str, datetime]]) -> None:
+        """Hand claimed rows back unsent, due at the given times; the claim is not an attempt."""
+        if not rows:
+            return
+        table = _OUTBOX
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(table)
+                .where(table.c.id == bindparam("b_id"))
+                .where(table.c.status == "sending")
+                .values(
+                    status="pending",
+                    attempts=table.c.attempts - 1,
+                    next_attempt_at=bindparam("b_at", type_=UtcDateTime()),
+                ),
+                [{"b_id": outbox_id, "b_at": at} for outbox_id, at in rows],
+            )
+
+    async def set_paused(self, name: str, paused: bool) -> None:
+        """Pause (or resume) an automation by name; idempotent."""
+        table = PausedRow.__table__  # type: ignore[attr-defined]
+        async with self.engine.begin() as conn:
+            if paused:
+                stmt = insert_ignore(conn, table)
+                await conn.execute(stmt.on_conflict_do_nothing(), [{"name": name}])
+            else:
+                await conn.execute(table.delete().where(table.c.name == name))
+
+    async def paused(self) -> set[str]:
+        """Names of the automations a ``pause-automation`` action paused."""
+        table = PausedRow.__table__  # type: ignore[attr-defined]
+        async with self.engine.connect() as conn:
+            return {r[0] for r in await conn.execute(select(table.c.name))}
+
+    async def delivered_ref(self, firing_id_: str, channel: str) -> dict[str, str] | None:
+        """The ``ref`` a firing's notify to ``channel`` stored when it was sent."""
+        table = _OUTBOX
+        stmt = (
+            select(table.c.ref)
+            .where(table.c.firing_id == firing_id_)
+            .where(table.c.action["channel"].as_string() == channel)
+            .where(table.c.status == "sent")
+        )
+        async with self.engine.connect() as conn:
+            for row in await conn.execute(stmt):
+                if row[0]:
+                    return dict(row[0])
+        return None
+
+    async def deliveries(
+        self,
+        *,
+        status: str | None = None,
+        automation: str | None = None,
+        firing_id: str | None = None,
+        channel: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[tuple[OutboxRow, list[AttemptRow]]]:
+        """Outbox rows (newest first) matching every given filter, each with its attempts."""
+        table = _OUTBOX
+        attempts = AttemptRow.__table__  # type: ignore[attr-defined]
+        stmt = newest(
+            table,
+            limit,
+            table.c.created_at.desc(),
+            table.c.id,
+            status=status,
+            automation=automation,
+            firing_id=firing_id,
+        )
+        if channel:
+            stmt = stmt.where(table.c.action["channel"].as_string() == channel)
+        if since is not None:
+            stmt = stmt.where(table.c.created_at >= since)
+        async with self.engine.connect() as conn:
+            rows = outbox_rows(await conn.execute(stmt))
+            by_row: dict[str, list[AttemptRow]] = {row.id: [] for row in rows}
+            if rows:
+                found = await conn.execute(
+                    select(attempts)
+                    .where(attempts.c.outbox_id.in_(list(by_row)))
+                    .order_by(attempts.c.id)
+                )
+                for attempt in attempt_rows(found):
+                    by_row[attempt.outbox_id].append(attempt)
+        return [(row, by_row[row.id]) for row in rows]
+
+    async def replay(self, outbox_id: str, now: datetime) -> str:
+        """Owe a finished (sent or dead) delivery again as a new attempt series.
+
+        Returns ``replayed``, ``missing`` or ``busy`` (still pending or sending).
+        The row keeps its id, so the idempotency key the target sees is the same:
+        see automations/CONTRACTS.md (Dispatcher) for why.
+        """
+        table = _OUTBOX
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                update(table)
+                .where(table.c.id == outbox_id)
+                .where(table.c.status.in_(("sent", "dead")))
+                .values(
+                    status="pending",
+                    attempts=0,
+                    series=table.c.series + 1,
+                    created_at=now,
+                    next_attempt_at=now,
+                    last_error=None,
+                )
+            )
+            if done.rowcount:
+                return "replayed"
+            exists = (await conn.execute(select(table.c.id).where(table.c.id == outbox_id))).first()
+        return "busy" if exists else "missing"
+
+    # -- notification grouping (automations/grouping_stage.py) -------------------
