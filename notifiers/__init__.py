@@ -5,6 +5,7 @@ Read ``CONTRACTS.md`` before changing anything here.
 
 from notifiers._apprise import AppriseNotifier
 from notifiers._email import EmailNotifier
+from notifiers._http import retry_after_seconds
 from notifiers._slack import SlackNotifier
 from notifiers._webhook import WebhookNotifier
 from notifiers.channel import Notifier, is_retryable_status
@@ -33,4 +34,5 @@ __all__ = [
     "is_retryable_status",
     "mask_url",
     "render",
+    "retry_after_seconds",
 ]

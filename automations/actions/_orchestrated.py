@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from automations.actions.base import ActionResult, ControlOutcome, Job, RunController, Runtime
 from automations.actions.context import render_value
+from automations.spec import CancelRunAction, RetryRunAction
 from notifiers import TemplateError
 
 
@@ -32,3 +33,13 @@ async def call(
             controller.target, f"no {what} for this event: set it in the action"
         )
     return ActionResult.of(await act(controller, str(value)))
+
+
+async def on_run(
+    action: RetryRunAction | CancelRunAction,
+    job: Job,
+    runtime: Runtime,
+    act: Callable[[RunController, str], Awaitable[ControlOutcome]],
+) -> ActionResult:
+    """``call`` for an action on the run ``action.run_id`` renders to."""
+    return await call(job, runtime, action.orchestrator, action.run_id, "run id", act)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
+from automations.orchestrators.base import ControlResult, RunController
 from automations.state import Firing, OutboxRow, StateStore
 from events.clock import Clock
 from events.model import Event
@@ -33,59 +33,8 @@ Emit = Callable[[Sequence[Event]], Awaitable[Any]]
 """Publishes events (the service's ingestion): returns once they are durable."""
 
 
-class ControlOutcome(Protocol):
-    """What a ``RunController`` call returns (``automations.orchestrators.ControlResult``)."""
-
-    @property
-    def ok(self) -> bool: ...
-    @property
-    def retryable(self) -> bool: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def target(self) -> str: ...
-    @property
-    def latency_ms(self) -> float: ...
-    @property
-    def status_code(self) -> int | None: ...
-    @property
-    def retry_after(self) -> float | None: ...
-    @property
-    def created_id(self) -> str | None: ...
-    @property
-    def ref(self) -> Mapping[str, str] | None: ...
-
-
-class RunController(Protocol):
-    """The orchestrator seam (``automations.orchestrators.base.RunController``), as used here."""
-
-    @property
-    def target(self) -> str: ...
-
-    async def retry_run(self, run_id: str, *, idempotency_key: str) -> ControlOutcome: ...
-
-    async def run_deployment(
-        self,
-        deployment_id: str,
-        *,
-        parameters: Mapping[str, Any],
-        idempotency_key: str,
-        schedule_after: timedelta | None = None,
-        job_variables: Mapping[str, Any] | None = None,
-    ) -> ControlOutcome: ...
-
-    async def cancel_run(self, run_id: str, *, idempotency_key: str) -> ControlOutcome: ...
-
-    async def change_run_state(
-        self,
-        run_id: str,
-        *,
-        state_type: str,
-        name: str | None = None,
-        message: str | None = None,
-        force: bool = False,
-        idempotency_key: str,
-    ) -> ControlOutcome: ...
+ControlOutcome = ControlResult
+"""What a ``RunController`` call returns (the orchestrator seam's own result type)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ engine reads; setting it again is harmless, so a redelivered intent is too.
 
 from __future__ import annotations
 
+from automations.actions import _paused
 from automations.actions.base import ActionResult, Job, Runtime
 from automations.spec import PauseAutomationAction
 
@@ -14,6 +15,4 @@ __all__ = ["execute"]
 
 async def execute(action: PauseAutomationAction, job: Job, runtime: Runtime) -> ActionResult:
     """Set the automation's paused flag to True."""
-    name = action.automation or job.row.automation
-    await runtime.state.set_paused(name, True)
-    return ActionResult.done(f"automation.{name}", "paused")
+    return await _paused.set_paused(action, job, runtime, True)

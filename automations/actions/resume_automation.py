@@ -6,6 +6,7 @@ engine reads; setting it again is harmless, so a redelivered intent is too.
 
 from __future__ import annotations
 
+from automations.actions import _paused
 from automations.actions.base import ActionResult, Job, Runtime
 from automations.spec import ResumeAutomationAction
 
@@ -14,6 +15,4 @@ __all__ = ["execute"]
 
 async def execute(action: ResumeAutomationAction, job: Job, runtime: Runtime) -> ActionResult:
     """Set the automation's paused flag to False."""
-    name = action.automation or job.row.automation
-    await runtime.state.set_paused(name, False)
-    return ActionResult.done(f"automation.{name}", "resumed")
+    return await _paused.set_paused(action, job, runtime, False)

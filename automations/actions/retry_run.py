@@ -15,11 +15,9 @@ __all__ = ["execute"]
 
 async def execute(action: RetryRunAction, job: Job, runtime: Runtime) -> ActionResult:
     """One call to the orchestrator for the run ``action.run_id`` renders to."""
-    return await _orchestrated.call(
+    return await _orchestrated.on_run(
+        action,
         job,
         runtime,
-        action.orchestrator,
-        action.run_id,
-        "run id",
         lambda controller, run_id: controller.retry_run(run_id, idempotency_key=job.key),
     )

@@ -19,18 +19,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from email.utils import parsedate_to_datetime
-from types import MappingProxyType
-from typing import Any, Protocol, runtime_checkable
+from types import MappingProxyType, TracebackType
+from typing import Any, Protocol, Self, runtime_checkable
 
 import httpx
 
 from automations.errors import AutomationsError
-from notifiers import is_retryable_status
+from notifiers import is_retryable_status, retry_after_seconds
 
 __all__ = [
     "STATE_TYPES",
     "ControlResult",
+    "HttpAdapter",
     "OrchestratorConfigError",
     "RunController",
     "exception_result",
@@ -181,32 +181,33 @@ class RunController(Protocol):
         ...
 
 
+class HttpAdapter:
+    """What the HTTP adapters share: one ``httpx.AsyncClient``, closed by ``aclose``."""
+
+    _client: httpx.AsyncClient
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
 def resource_key(value: str, kind: str) -> str:
     """The orchestrator's own id from ``<kind>.<id>``, ``prefect.<kind>.<id>`` or ``<id>``."""
     for prefix in (f"prefect.{kind}.", f"{kind}."):
         if value.startswith(prefix):
             return value[len(prefix) :]
     return value
-
-
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    """``Retry-After`` in seconds: delta-seconds, or an HTTP-date measured against ``Date``.
-
-    The date form is measured against the answer's own ``Date`` header, so no
-    local clock is read; without ``Date`` it is ignored.
-    """
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-        now = parsedate_to_datetime(response.headers["Date"])
-    except (KeyError, TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, (when - now).total_seconds())
 
 
 def status_failure(target: str, latency_ms: float, response: httpx.Response) -> ControlResult:

@@ -33,13 +33,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Any
 
 import httpx
 
 from automations.orchestrators.base import (
     ControlResult,
+    HttpAdapter,
     OrchestratorConfigError,
     exception_result,
     resource_key,
@@ -127,7 +128,7 @@ class _Rendered:
     body: Any
 
 
-class HttpController:
+class HttpController(HttpAdapter):
     """Runs each operation as its templated request; an unset operation fails (not retryable).
 
     ``name`` is the masked description returned as ``target`` (never put a
@@ -166,21 +167,6 @@ class HttpController:
     @property
     def target(self) -> str:
         return self._name
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._client.aclose()
-
-    async def __aenter__(self) -> HttpController:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- operations ------------------------------------------------------
     async def retry_run(self, run_id: str, *, idempotency_key: str) -> ControlResult:

@@ -41,7 +41,6 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -49,6 +48,7 @@ import httpx
 from automations.orchestrators.base import (
     STATE_TYPES,
     ControlResult,
+    HttpAdapter,
     OrchestratorConfigError,
     exception_result,
     resource_key,
@@ -77,7 +77,7 @@ class _Answer:
     payload: Any
 
 
-class PrefectController:
+class PrefectController(HttpAdapter):
     """Retries runs, runs deployments, cancels and changes run states in Prefect.
 
     ``api_url`` is what Prefect calls ``PREFECT_API_URL``: ``http://host:4200/api``
@@ -119,21 +119,6 @@ class PrefectController:
     def target(self) -> str:
         """``prefect <masked API URL>``."""
         return f"prefect {mask_url(self._api_url)}"
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._client.aclose()
-
-    async def __aenter__(self) -> PrefectController:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- operations ------------------------------------------------------
     async def retry_run(self, run_id: str, *, idempotency_key: str) -> ControlResult:
