@@ -7,10 +7,29 @@ The composition root (``service``, ``api``, ``cli``) lives here too. Depends on
 from automations.dispatcher import Dispatcher, RetryPolicy
 from automations.engine import Engine
 from automations.errors import AutomationsError, ConfigError, Problem
+from automations.grouping import GroupingPolicy, GroupingState
 from automations.loader import load_config
+from automations.loop_guard import Loop, check_loops, find_loops
 from automations.matching import CompiledTrigger, compile_trigger
+from automations.metrics import MetricEvaluator, MetricState
+from automations.orchestrators import (
+    ControlResult,
+    HttpController,
+    PrefectController,
+    RunController,
+)
+from automations.replay import firing_line
 from automations.settings import Settings, parse_duration
-from automations.spec import Automation, Channel, Config, EventTrigger, NotifyAction
+from automations.silences import SilenceSet, is_silenced, parse_cron
+from automations.spec import (
+    Automation,
+    Channel,
+    Config,
+    EventTrigger,
+    MetricTrigger,
+    NotifyAction,
+    Silence,
+)
 from automations.state import Firing, Intent, StateStore, firing_id
 
 __all__ = [
@@ -20,18 +39,35 @@ __all__ = [
     "CompiledTrigger",
     "Config",
     "ConfigError",
+    "ControlResult",
     "Dispatcher",
     "Engine",
     "EventTrigger",
     "Firing",
+    "GroupingPolicy",
+    "GroupingState",
+    "HttpController",
     "Intent",
+    "Loop",
+    "MetricEvaluator",
+    "MetricState",
+    "MetricTrigger",
     "NotifyAction",
+    "PrefectController",
     "Problem",
     "RetryPolicy",
+    "RunController",
     "Settings",
+    "Silence",
+    "SilenceSet",
     "StateStore",
+    "check_loops",
     "compile_trigger",
+    "find_loops",
     "firing_id",
+    "firing_line",
+    "is_silenced",
     "load_config",
+    "parse_cron",
     "parse_duration",
 ]

@@ -22,6 +22,8 @@ from events.database import create_engine
 from events.model import Event
 from events.testing import FakeClock
 
+__all__ = ["arrival", "firing_line", "replay"]
+
 
 def arrival(event: Event) -> datetime:
     return event.received or event.occurred
