@@ -181,14 +181,18 @@ class TriggerMapping(ConverterBase):
                 "event; Prefect may alarm up to two windows later",
             )
 
-    def _names(self, raw: Any, where: str) -> list[str]:
+    def _strings(self, raw: Any, where: str, message: str) -> list[str]:
+        """One string or a list of them (none when absent); else an error with ``message``."""
         if raw is None:
             return []
         values = [raw] if isinstance(raw, str) else raw
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise self._error(where, "must be an event name or a list of event names")
+            raise self._error(where, message)
+        return values
+
+    def _names(self, raw: Any, where: str) -> list[str]:
         out: list[str] = []
-        for value in values:
+        for value in self._strings(raw, where, "must be an event name or a list of event names"):
             negated = value.startswith("!")
             mapped = ("!" if negated else "") + strip(value[1:] if negated else value)
             if mapped not in out:
@@ -247,13 +251,8 @@ class TriggerMapping(ConverterBase):
         raise self._error(where, "must be a mapping of labels or a list of them")
 
     def _for_each(self, raw: Any, where: str) -> list[str]:
-        if raw is None:
-            return []
-        values = [raw] if isinstance(raw, str) else raw
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise self._error(where, "must be a label key or a list of label keys")
         out: list[str] = []
-        for value in values:
+        for value in self._strings(raw, where, "must be a label key or a list of label keys"):
             if value.startswith("related:"):
                 parts = value.split(":", 2)
                 if len(parts) != 3 or not parts[1] or not parts[2]:
