@@ -38,6 +38,8 @@ def _due(now: datetime, limit: int, *columns: Any) -> Select[Any]:
 
 
 class DeliveryState(StoreBase):
+    paused_version = 0  # bumped by set_paused: in-process readers refresh at once
+
     async def due(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
         """Outbox rows owed now: pending, or 'sending' left over by a crash (in doubt)."""
         async with self.engine.connect() as conn:
@@ -166,6 +168,9 @@ class DeliveryState(StoreBase):
                 await conn.execute(stmt.on_conflict_do_nothing(), [{"name": name}])
             else:
                 await conn.execute(table.delete().where(table.c.name == name))
+        # Readers in this process (the engine) see the change at once; other
+        # processes re-read the table periodically.
+        self.paused_version += 1
 
     async def paused(self) -> set[str]:
         """Names of the automations a ``pause-automation`` action paused."""

@@ -25,6 +25,14 @@ from automations._state_model import (
 )
 
 
+class AlreadyProcessed(Exception):
+    """Some ids of an optimistic batch were processed before: nothing was written."""
+
+    def __init__(self, fresh: set[str]) -> None:
+        super().__init__(f"{len(fresh)} fresh ids")
+        self.fresh = fresh
+
+
 class EngineState(StoreBase):
     async def unprocessed(self, event_ids: Sequence[UUID]) -> set[UUID]:
         if not event_ids:
@@ -45,16 +53,28 @@ class EngineState(StoreBase):
         now: datetime,
         checkpoint: tuple[str, datetime] | None,
         extra: Callable[[AsyncConnection], Awaitable[None]] | None = None,
+        require_fresh: bool = False,
     ) -> None:
         """Write a batch's outcome atomically; duplicates of earlier writes are ignored.
 
         ``extra`` runs inside the same transaction (the engine's trigger state).
+        ``require_fresh``: the caller evaluated ``processed`` without asking first
+        (one round trip less); if any id was processed before, the transaction is
+        rolled back and :class:`AlreadyProcessed` names the ids that were fresh.
         """
         processed_rows = [{"event_id": str(i), "at": now} for i in processed]
         async with self.engine.begin() as conn:
             if processed_rows:
                 stmt = insert_ignore(conn, ProcessedRow.__table__)  # type: ignore[attr-defined]
-                await conn.execute(stmt.on_conflict_do_nothing(), processed_rows)
+                stmt = stmt.on_conflict_do_nothing()
+                if require_fresh:
+                    table = ProcessedRow.__table__  # type: ignore[attr-defined]
+                    inserted = await conn.execute(stmt.returning(table.c.event_id), processed_rows)
+                    fresh = {row[0] for row in inserted}
+                    if len(fresh) != len(processed_rows):
+                        raise AlreadyProcessed(fresh)
+                else:
+                    await conn.execute(stmt, processed_rows)
             if firings:
                 stmt = insert_ignore(conn, FiringRow.__table__)  # type: ignore[attr-defined]
                 await conn.execute(stmt.on_conflict_do_nothing(), [firing_row(f) for f in firings])

@@ -21,9 +21,10 @@ different deployment cost about what one does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -31,6 +32,7 @@ import structlog
 
 from automations import trigger_store
 from automations._buckets import Bucket
+from automations._state_engine import AlreadyProcessed
 from automations.loop_guard import automation_resource
 from automations.silences import SilenceSet, firing_labels
 from automations.spec import (
@@ -64,6 +66,7 @@ CHECKPOINT = "engine"
 _NS = uuid5(NAMESPACE_URL, "https://runbell.dev/firing")
 _RECENT_EVENTS = 10_000
 _GLOB = set("*?![]")
+PAUSED_REFRESH = timedelta(seconds=1)
 
 
 def firing_id_for(firing: TriggerFiring) -> str:
@@ -99,6 +102,10 @@ class Engine:
         self._held: dict[str, Any] = {}
         self._event_clock = EventClock()
         self._recent: OrderedDict[str, Event] = OrderedDict()
+        self._processed_recent: OrderedDict[str, None] = OrderedDict()
+        self._undo: dict[str, State] | None = None
+        self._paused_at: datetime | None = None
+        self._paused_version = 0
         # handle() and tick() both move the in-memory state: one at a time.
         self._lock = asyncio.Lock()
 
@@ -145,46 +152,101 @@ class Engine:
             await self._handle(events)
 
     async def _handle(self, events: list[Event]) -> None:
-        # pause-/resume-automation actions flip this in the database at any time.
-        self.paused = await self.state.paused()
-        fresh = await self.state.unprocessed([e.id for e in events])
-        leaders = {e.follows for e in events if e.follows is not None}
-        seen_leaders = set(leaders) - await self.state.unprocessed(list(leaders))
+        now = self.clock.now()
+        version = self.state.paused_version
+        if (
+            self._paused_at is None
+            or now - self._paused_at >= PAUSED_REFRESH
+            or version != self._paused_version
+        ):
+            # pause-/resume-automation actions flip this in the database at any time.
+            self.paused = await self.state.paused()
+            self._paused_at, self._paused_version = now, version
+        unique: dict[UUID, Event] = {}
+        for event in events:
+            unique.setdefault(event.id, event)
+        batch = list(unique.values())
+        seen_leaders = await self._seen_leaders(batch)
+        try:
+            # Optimistic: evaluate as if every id were new and let the commit check
+            # (one round trip less); a redelivery is the rare case that is redone.
+            await self._run_batch(batch, seen_leaders, require_fresh=True)
+        except AlreadyProcessed as redelivered:
+            fresh = [e for e in batch if str(e.id) in redelivered.fresh]
+            await self._run_batch(fresh, seen_leaders, require_fresh=False)
+
+    async def _seen_leaders(self, batch: list[Event]) -> set[UUID]:
+        """Leaders (``follows``) already processed: this process remembers recent ones."""
+        leaders = {e.follows for e in batch if e.follows is not None}
+        unknown = [i for i in leaders if str(i) not in self._processed_recent]
+        seen = leaders.difference(unknown)
+        if unknown:
+            seen |= set(unknown) - await self.state.unprocessed(unknown)
+        return seen
+
+    async def _run_batch(
+        self, batch: list[Event], seen_leaders: set[UUID], *, require_fresh: bool
+    ) -> None:
         pending = Pending()
         firings: list[Firing] = []
         intents: list[Intent] = []
         done: set[UUID] = set()
-        arrival_max: datetime | None = None
-        for event in events:
-            if event.id not in fresh or event.id in done:
-                continue
-            done.add(event.id)
-            arrival = event.received or event.occurred
-            arrival_max = arrival if arrival_max is None else max(arrival_max, arrival)
-            # The clock is corrected for consumer lag: it advances with what this
-            # process sees, at the moment it sees it, not with ingestion stamps.
-            self._event_clock = self._event_clock.observe(event, self.clock.now())
-            leader = event.follows
-            seen = (
-                {str(leader): arrival}
-                if leader is not None and (leader in seen_leaders or leader in done)
-                else {}
+        with self._undoable():
+            for event in batch:
+                done.add(event.id)
+                arrival = event.received or event.occurred
+                # The clock is corrected for consumer lag: it advances with what this
+                # process sees, at the moment it sees it, not with ingestion stamps.
+                self._event_clock = self._event_clock.observe(event, self.clock.now())
+                leader = event.follows
+                seen = (
+                    {str(leader): arrival}
+                    if leader is not None and (leader in seen_leaders or leader in done)
+                    else {}
+                )
+                admission = admit(event, arrival, OrderingState(seen, self._held))
+                self._track_held(admission.state.held, pending)
+                for ready in admission.ready:
+                    self._remember(ready)
+                    self._evaluate(ready, ready.received or arrival, pending, firings, intents)
+            if done:
+                pending.clock = self._event_clock
+            received = [e.received for e in batch if e.received is not None]
+            await self._commit(
+                processed=done,
+                pending=pending,
+                firings=firings,
+                intents=intents,
+                checkpoint=(CHECKPOINT, max(received)) if received else None,
+                require_fresh=require_fresh,
             )
-            admission = admit(event, arrival, OrderingState(seen, self._held))
-            self._track_held(admission.state.held, pending)
-            for ready in admission.ready:
-                self._remember(ready)
-                self._evaluate(ready, ready.received or arrival, pending, firings, intents)
-        if done:
-            pending.clock = self._event_clock
-        received = [e.received for e in events if e.received is not None]
-        await self._commit(
-            processed=done,
-            pending=pending,
-            firings=firings,
-            intents=intents,
-            checkpoint=(CHECKPOINT, max(received)) if received else None,
-        )
+        for event_id in done:
+            self._processed_recent[str(event_id)] = None
+        while len(self._processed_recent) > _RECENT_EVENTS:
+            self._processed_recent.popitem(last=False)
+
+    @contextlib.contextmanager
+    def _undoable(self) -> Iterator[None]:
+        """Roll the in-memory state back if the batch's commit fails.
+
+        Memory must never run ahead of the database: a batch that is not durable
+        is delivered again and must meet the state it met the first time.
+        """
+        undo: dict[str, State] = {}
+        held, clock = self._held, self._event_clock
+        cooldowns = dict(self._last_triggered)
+        self._undo = undo
+        try:
+            yield
+        except BaseException:
+            for name, state in undo.items():
+                self._states[name] = state
+                self._refresh_deadline(name)
+            self._held, self._event_clock = held, clock
+            self._last_triggered = cooldowns
+            raise
+        finally:
+            self._undo = None
 
     def evaluate(self, event: Event, arrival: datetime) -> list[tuple[Firing, list[Intent]]]:
         """Evaluate one event in memory (no ordering hold, nothing written): for tools."""
@@ -230,6 +292,10 @@ class Engine:
             return await self._tick()
 
     async def _tick(self) -> int:
+        with self._undoable():
+            return await self._tick_now()
+
+    async def _tick_now(self) -> int:
         wall = self.clock.now()
         pending = Pending()
         firings: list[Firing] = []
@@ -264,6 +330,8 @@ class Engine:
         intents: list[Intent] | None = None,
     ) -> None:
         if outcome.changes:
+            if self._undo is not None and name not in self._undo:
+                self._undo[name] = self._states[name]
             self._states[name] = outcome.state
             trigger_store.merge(pending, name, outcome.changes)
             self._refresh_deadline(name)
@@ -351,6 +419,7 @@ class Engine:
         firings: Sequence[Firing],
         intents: Sequence[Intent],
         checkpoint: tuple[str, datetime] | None,
+        require_fresh: bool = False,
     ) -> None:
         await self.state.commit_batch(
             processed=processed,
@@ -359,6 +428,7 @@ class Engine:
             now=self.clock.now(),
             checkpoint=checkpoint,
             extra=(lambda conn: trigger_store.write(conn, pending)) if pending else None,
+            require_fresh=require_fresh,
         )
         if self.record:
             self.recorded.extend(firings)

@@ -313,3 +313,34 @@ async def test_paused_automation_records_but_does_not_act(
     await engine.handle([event(2, "flow-run.Failed", 2, deployment="other")])
     muted = [f.context["muted"] for f in engine.recorded if f.automation == "failures"]
     assert muted == ["paused", None]
+
+
+async def test_redelivery_mixed_with_new_events(tmp_path: Path, store: StateStore) -> None:
+    """A batch holding an old and a new id: the old is skipped, the new counts once."""
+    clock = FakeClock(T0)
+    engine = Engine(config(tmp_path), store, clock, record=True)
+    await engine.load()
+    first = event(1, "flow-run.Failed", 1)
+    await engine.handle([first])
+    await engine.handle([first, event(2, "flow-run.Failed", 2)])
+    assert [f.event_ids for f in engine.recorded] == [[str(UUID(int=2)), str(UUID(int=1))]]
+
+
+async def test_a_failed_commit_leaves_memory_as_it_was(tmp_path: Path, store: StateStore) -> None:
+    """The database refuses a batch; redelivered, it counts exactly once (no double count)."""
+    from sqlalchemy import text
+
+    clock = FakeClock(T0)
+    engine = Engine(config(tmp_path), store, clock, record=True)
+    await engine.load()
+    await engine.handle([event(1, "flow-run.Failed", 1)])  # 1 of the 2 needed
+    async with store.engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE firings RENAME TO firings_away"))
+    with pytest.raises(Exception, match="firings"):
+        await engine.handle([event(2, "flow-run.Failed", 2)])  # would fire: threshold 2
+    async with store.engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE firings_away RENAME TO firings"))
+    assert engine.recorded == []
+    await engine.handle([event(2, "flow-run.Failed", 2)])  # the bus delivers it again
+    await engine.handle([event(3, "flow-run.Failed", 3)])  # a new window: 1 of 2
+    assert [f.event_ids for f in engine.recorded] == [[str(UUID(int=2)), str(UUID(int=1))]]
