@@ -264,9 +264,17 @@ def firing_of(row: Any) -> Firing:
         at=row["at"],
         bucket=row["bucket"],
         event_ids=row["event_ids"],
-        context=row["context"],
+        context=_with_event(row["context"]),
         silenced=row["silenced"],
     )
+
+
+def _with_event(context: dict[str, Any]) -> dict[str, Any]:
+    """The engine stores the triggering events once (``events``); ``event`` is the first."""
+    if "event" not in context:
+        events = context.get("events") or []
+        context = {**context, "event": events[0] if events else {}}
+    return context
 
 
 def newest(table: Any, limit: int, *order: Any, **equal: object) -> Select[Any]:

@@ -405,8 +405,7 @@ class Engine:
             context={
                 "muted": muted,
                 "automation": {"name": automation.name, "description": automation.description},
-                "event": events[0] if events else {},
-                "events": events,
+                "events": events,  # "event" (the first) is added when read back
                 "trigger": decided.trigger,
             },
         )
