@@ -105,14 +105,15 @@ class SqlEventStore:
         try:
             # One transaction: either the whole batch is durable or none of it.
             async with self._engine.begin() as conn:
+                # One statement, the rows as parameters: SQLAlchemy compiles it once
+                # and batches the rows itself ("insertmanyvalues"), RETURNING included.
+                stmt = (
+                    insert(events_table)
+                    .on_conflict_do_nothing(index_elements=["id"])
+                    .returning(events_table.c.id)
+                )
                 for start in range(0, len(rows), _INSERT_PAGE):
-                    stmt = (
-                        insert(events_table)
-                        .values(rows[start : start + _INSERT_PAGE])
-                        .on_conflict_do_nothing(index_elements=["id"])
-                        .returning(events_table.c.id)
-                    )
-                    result = await conn.execute(stmt)
+                    result = await conn.execute(stmt, rows[start : start + _INSERT_PAGE])
                     stored.update(result.scalars())
         except (SQLAlchemyError, OSError) as exc:
             raise self._error(f"inserting {len(rows)} events", exc) from exc
