@@ -203,7 +203,8 @@ def _parse_events(body: bytes) -> tuple[list[Event], JSONResponse | None]:
         if not isinstance(item, dict):
             errors.append({"loc": where, "msg": "an event must be a JSON object"})
             continue
-        if len(orjson.dumps(item)) > MAX_EVENT_BYTES:
+        # A body within the limit cannot hold an event over it: measure only then.
+        if len(body) > MAX_EVENT_BYTES and len(orjson.dumps(item)) > MAX_EVENT_BYTES:
             return [], _too_large(f"event at {where} is larger than {MAX_EVENT_BYTES} bytes")
         try:
             events.append(Event.model_validate(item))
