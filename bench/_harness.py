@@ -335,3 +335,37 @@ if __name__ == "__main__":
         _serve_receiver(int(sys.argv[2]))
     else:
         sys.exit("usage: _harness.py receiver PORT")
+
+
+@contextlib.contextmanager
+def py_spy(binary: str | None, pid: int, out: Path, log: Path) -> Iterator[Path | None]:
+    """With a py-spy ``binary``: record the process's stacks while the block runs
+    (collapsed format, one line per stack: feed to flamegraph.pl or speedscope)."""
+    if not binary:
+        yield None
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "record",
+            "--pid",
+            str(pid),
+            "--output",
+            str(out),
+            "--rate",
+            "100",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--threads",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
+    try:
+        yield out
+    finally:
+        proc.send_signal(2)  # SIGINT: py-spy writes its output and exits
+        proc.wait(timeout=60)
+        print(f"    py-spy stacks: {out}", flush=True)

@@ -309,37 +309,13 @@ def serve(workdir: Path, receiver_port: int, *, bus_url: str, database_url: str)
         yield port, proc.pid
 
 
-@contextlib.contextmanager
 def profiler(args: argparse.Namespace, workdir: Path, pid: int, name: str) -> Any:
-    if not args.py_spy:
-        yield None
-        return
-    out = Path(args.profile_dir) / f"latency-{name}.folded"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [
-            args.py_spy,
-            "record",
-            "--pid",
-            str(pid),
-            "--output",
-            str(out),
-            "--rate",
-            "100",
-            "--nonblocking",
-            "--format",
-            "raw",
-            "--threads",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(workdir / f"py-spy-{name}.log").open("wb"),
+    return h.py_spy(
+        args.py_spy,
+        pid,
+        Path(args.profile_dir) / f"latency-{name}.folded",
+        workdir / f"py-spy-{name}.log",
     )
-    try:
-        yield out
-    finally:
-        proc.send_signal(2)  # SIGINT: py-spy writes its output and exits
-        proc.wait(timeout=60)
-        print(f"    py-spy stacks: {out}", flush=True)
 
 
 # Where the service's main thread (its one event loop) spends its samples, by stage:

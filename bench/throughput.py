@@ -27,7 +27,6 @@ import contextlib
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -203,39 +202,10 @@ async def bench_kafka(
     return result
 
 
-@contextlib.contextmanager
 def profiler(args: argparse.Namespace, workdir: Path, pid: int, name: str) -> Any:
-    """With ``--py-spy BIN``: the service's stacks for the whole set-up (collapsed format,
-    one line per stack: feed to flamegraph.pl or speedscope)."""
-    if not args.py_spy:
-        yield
-        return
-    out = Path(args.profile_dir) / f"{name}.folded"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [
-            args.py_spy,
-            "record",
-            "--pid",
-            str(pid),
-            "--output",
-            str(out),
-            "--rate",
-            "100",
-            "--nonblocking",
-            "--format",
-            "raw",
-            "--threads",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(workdir / "py-spy.log").open("wb"),
+    return h.py_spy(
+        args.py_spy, pid, Path(args.profile_dir) / f"{name}.folded", workdir / "py-spy.log"
     )
-    try:
-        yield
-    finally:
-        proc.send_signal(2)  # SIGINT: py-spy writes the flame graph and exits
-        proc.wait(timeout=60)
-        print(f"  py-spy stacks of the {name} service: {out}")
 
 
 # -- raw aiokafka baseline -------------------------------------------------------------------
