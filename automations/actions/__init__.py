@@ -8,9 +8,11 @@ template context) and never raises for an outcome. Add a type: a model in
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from automations.actions import (
@@ -63,8 +65,17 @@ _ACTION: TypeAdapter[Any] = TypeAdapter(Action)
 
 
 def parse_action(raw: dict[str, Any]) -> Any:
-    """The spec model of a stored action; raises ValidationError."""
-    return _ACTION.validate_python(raw)
+    """The spec model of a stored action; raises ValidationError.
+
+    Every intent of one configured action stores the same dict, so the parsed
+    (immutable) model is cached by its JSON: validation re-parses templates.
+    """
+    return _parse_cached(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_cached(raw: bytes) -> Any:
+    return _ACTION.validate_json(raw)
 
 
 async def execute(job: Job, runtime: Runtime) -> ActionResult:
