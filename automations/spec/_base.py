@@ -25,7 +25,7 @@ LabelSpec = dict[str, list[str]]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def as_list(value: Any) -> Any:
