@@ -151,3 +151,15 @@ def test_import_prefect_reports_a_bad_file(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert str(bad) in done.stderr
+
+
+def test_the_fuller_example_validates() -> None:
+    """examples/production.yaml (every kind of channel, trigger and action) loads."""
+    env = {
+        "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/x",
+        "SMTP_PASSWORD": "x",
+        "AUDIT_SIGNING_SECRET": "x",
+    }
+    result = runner.invoke(app, ["validate", str(ROOT / "examples" / "production.yaml")], env=env)
+    assert result.exit_code == 0, result.output
+    assert "6 automation(s), 3 channel(s)" in result.output
