@@ -31,7 +31,6 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 import structlog
 
 from automations import trigger_store
-from automations._buckets import Bucket
 from automations._state_engine import AlreadyProcessed
 from automations.loop_guard import automation_resource
 from automations.silences import SilenceSet, firing_labels
@@ -46,7 +45,6 @@ from automations.spec import (
 from automations.state import Firing, Intent, StateStore
 from automations.trigger_store import Pending
 from automations.triggers import (
-    Composite,
     EventClock,
     OrderingState,
     Outcome,
@@ -122,7 +120,8 @@ class Engine:
         if loaded.clock.occurred is not None:
             self._event_clock = EventClock(loaded.clock.occurred, self.clock.now())
         self.paused = await self.state.paused()
-        for firing in await self.state.firings(limit=1000):
+        cooling = any(a.cooldown for a in self.automations.values())
+        for firing in await self.state.firings(limit=1000) if cooling else []:
             if firing.state == "triggered" and not firing.silenced:
                 mark = (firing.automation, _bucket_key(firing.bucket))
                 self._last_triggered[mark] = max(
@@ -248,14 +247,6 @@ class Engine:
         finally:
             self._undo = None
 
-    def evaluate(self, event: Event, arrival: datetime) -> list[tuple[Firing, list[Intent]]]:
-        """Evaluate one event in memory (no ordering hold, nothing written): for tools."""
-        firings: list[Firing] = []
-        intents: list[Intent] = []
-        self._remember(event)
-        self._evaluate(event, arrival, Pending(), firings, intents)
-        return [(f, [i for i in intents if i.firing_id == f.id]) for f in firings]
-
     def _evaluate(
         self,
         event: Event,
@@ -289,11 +280,8 @@ class Engine:
     async def tick(self) -> int:
         """Settle what is due at the clock's now; returns how many firings it made."""
         async with self._lock:
-            return await self._tick()
-
-    async def _tick(self) -> int:
-        with self._undoable():
-            return await self._tick_now()
+            with self._undoable():
+                return await self._tick_now()
 
     async def _tick_now(self) -> int:
         wall = self.clock.now()
@@ -355,11 +343,12 @@ class Engine:
         """Why this firing's actions are suppressed (paused, silence, cooldown), or None."""
         if automation.name in self.paused:
             return "paused"
-        event = self._recent.get(decided.event_ids[0]) if decided.event_ids else None
-        labels = firing_labels(automation.name, decided.bucket, event)
-        silence = self.silences.match(labels, decided.at)
-        if silence is not None:
-            return f"silence:{silence.name}"
+        if self.silences:
+            event = self._recent.get(decided.event_ids[0]) if decided.event_ids else None
+            labels = firing_labels(automation.name, decided.bucket, event)
+            silence = self.silences.match(labels, decided.at)
+            if silence is not None:
+                return f"silence:{silence.name}"
         if decided.state == "triggered" and automation.cooldown:
             mark = (automation.name, _bucket_key(decided.bucket))
             last = self._last_triggered.get(mark)
@@ -542,4 +531,4 @@ def _exact_ids(nodes: list[EventTrigger]) -> set[str] | None:
     return ids
 
 
-__all__ = ["Bucket", "CandidateIndex", "Composite", "Engine", "firing_id_for"]
+__all__ = ["CHECKPOINT", "CandidateIndex", "Engine", "firing_id_for"]
