@@ -260,18 +260,26 @@ class Dispatcher:
         async with self._progress:
             self._progress.notify_all()
 
-    async def _claim(self, room: int) -> int:
-        now = self.clock.now()
+    async def _take(
+        self, now: datetime, room: int
+    ) -> tuple[int, list[OutboxRow], Mapping[str, Firing]]:
+        """Claim up to ``room`` due rows; hand grouped ones to their group and defer
+        rate-limited ones. Returns (rows claimed, rows to send now, their firings)."""
         claimed = await self.state.claim_due(now, now + self.policy.lease, room)
         if not claimed:
-            return 0
+            return 0, [], {}
         firings = await self.state.firings_by_id(r.firing_id for r in claimed)
         rows = await self._throttle(await self._group(claimed, firings, now), now)
+        return len(claimed), rows, firings
+
+    async def _claim(self, room: int) -> int:
+        now = self.clock.now()
+        claimed, rows, firings = await self._take(now, room)
         for row in rows:
             task = asyncio.create_task(self._deliver(row, firings.get(row.firing_id), now))
             self._in_flight.add(task)
             task.add_done_callback(self._done)
-        return len(claimed)
+        return claimed
 
     def _done(self, task: asyncio.Task[_Finished]) -> None:
         self._in_flight.discard(task)
@@ -310,14 +318,12 @@ class Dispatcher:
         """
         now = self.clock.now()
         await self._flush_groups()
-        claimed = await self.state.claim_due(now, now + self.policy.lease, limit=10_000)
-        firings = await self.state.firings_by_id(r.firing_id for r in claimed)
-        rows = await self._throttle(await self._group(claimed, firings, now), now)
+        claimed, rows, firings = await self._take(now, 10_000)
         finished = await asyncio.gather(
             *(self._deliver(row, firings.get(row.firing_id), now) for row in rows)
         )
         await self._record(finished)
-        return len(claimed)
+        return claimed
 
     async def _throttle(self, rows: list[OutboxRow], now: datetime) -> list[OutboxRow]:
         """Rows whose channel has a token now; the others are deferred until one is due."""

@@ -63,7 +63,9 @@ class Service:
         self.db = create_engine(settings.database_url)
         self.store: EventStore = SqlEventStore(self.db)
         self.state = StateStore(self.db)
-        self.bus: EventBus = bus_from_url(settings.bus_url, topic=settings.topic)
+        self.bus: EventBus = bus_from_url(
+            settings.bus_url, topic=settings.topic, partitions=settings.kafka_partitions
+        )
         self.channels = build_channels(config.channels, notifiers=notifiers)
         self.controllers = (
             dict(controllers)
@@ -86,7 +88,6 @@ class Service:
             ),
         )
         self.engine = Engine(config, self.state, self.clock, on_intents=self.dispatcher.wake)
-        self._ingest_lock = asyncio.Lock()
         self._ingest_queue: list[tuple[list[Event], asyncio.Future[None]]] = []
         self._ingest_writer: asyncio.Task[None] | None = None
         self._last_received: datetime | None = None
@@ -151,14 +152,13 @@ class Service:
                 for event in events
             ]
             try:
-                async with self._ingest_lock:
-                    if self.settings.embedded:
-                        # Store first, then the bus, in one writer: bus order is
-                        # arrival order, which the recovery watermark relies on.
-                        new = set(await self.store.insert(stamped))
-                        await self.bus.publish([e for e in stamped if e.id in new])
-                    else:
-                        await self.bus.publish(stamped)
+                if self.settings.embedded:
+                    # Store first, then the bus, in this one writer: bus order is
+                    # arrival order, which the recovery watermark relies on.
+                    new = set(await self.store.insert(stamped))
+                    await self.bus.publish([e for e in stamped if e.id in new])
+                else:
+                    await self.bus.publish(stamped)
             except Exception as exc:
                 for _, done in waiting:
                     if not done.done():
@@ -213,8 +213,9 @@ class Service:
             await self.bus.publish(page)
             replayed += len(page)
             watermark = page[-1].received
-            if self._last_received is None or (watermark and watermark > self._last_received):
-                self._last_received = watermark
+            if watermark is None:  # not stamped by ingestion: nothing to page by
+                break
+            self._last_received = watermark  # new events are stamped after these
         if replayed:
             log.info("engine_recovery", replayed=replayed)
 
@@ -223,7 +224,7 @@ class Service:
             now = self.clock.now()
             try:
                 pruned = await self.store.prune(now - self.settings.retention)
-                await self.state.prune_processed(now - max(PROCESSED_RETENTION, timedelta(0)))
+                await self.state.prune_processed(now - PROCESSED_RETENTION)
                 if pruned:
                     log.info("events_pruned", count=pruned)
             except Exception as exc:  # retention must never stop the service

@@ -43,8 +43,9 @@ class EventBus(Protocol):
         ...
 
 
-def bus_from_url(url: str, *, topic: str = TOPIC) -> EventBus:
-    """``memory://`` or ``kafka://host:port[,host:port]``."""
+def bus_from_url(url: str, *, topic: str = TOPIC, partitions: int = 4) -> EventBus:
+    """``memory://`` or ``kafka://host:port[,host:port]`` (a missing topic is created
+    with ``partitions`` partitions)."""
     if url.startswith("memory://"):
         from events._memory_bus import MemoryBus
 
@@ -52,5 +53,5 @@ def bus_from_url(url: str, *, topic: str = TOPIC) -> EventBus:
     if url.startswith("kafka://"):
         from events._kafka_bus import KafkaBus
 
-        return KafkaBus(url=url, topic=topic)
+        return KafkaBus(url=url, topic=topic, partitions=partitions)
     raise ValueError(f"unknown bus URL {url!r}: use memory:// or kafka://host:port")
