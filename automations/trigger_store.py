@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import orjson
 from pydantic import TypeAdapter
 from sqlalchemy import Column, String, Text, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -23,6 +22,7 @@ from automations.state import _insert_ignore
 from automations.triggers import Composite, Entry, EventClock, Held
 from events.database import UtcDateTime
 
+_CLOCK = TypeAdapter(EventClock)
 _ENTRY: TypeAdapter[Bucket | Composite | MetricWindow] = TypeAdapter(Entry)
 
 
@@ -89,11 +89,7 @@ async def load(engine: AsyncEngine) -> Loaded:
             held[row.event_id] = Held(row.follows, row.arrival, row.event)
         found = (await conn.execute(select(meta.c.value).where(meta.c.name == "clock"))).first()
     if found:
-        raw = orjson.loads(found[0])
-        clock = EventClock(
-            datetime.fromisoformat(raw["occurred"]) if raw.get("occurred") else None,
-            datetime.fromisoformat(raw["seen_at"]) if raw.get("seen_at") else None,
-        )
+        clock = _CLOCK.validate_json(found[0])
     return Loaded(states, held, clock)
 
 
@@ -137,16 +133,7 @@ async def write(conn: AsyncConnection, pending: Pending) -> None:
     if added:
         await conn.execute(_insert_ignore(conn, held_table).on_conflict_do_nothing(), added)
     if pending.clock is not None:
-        await _put_meta(conn, "clock", _clock_json(pending.clock))
-
-
-def _clock_json(clock: EventClock) -> str:
-    return orjson.dumps(
-        {
-            "occurred": clock.occurred.isoformat() if clock.occurred else None,
-            "seen_at": clock.seen_at.isoformat() if clock.seen_at else None,
-        }
-    ).decode()
+        await _put_meta(conn, "clock", _CLOCK.dump_json(pending.clock).decode())
 
 
 async def _put_meta(conn: AsyncConnection, name: str, value: str) -> None:
