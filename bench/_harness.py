@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import platform
 import secrets
 import socket
 import subprocess
@@ -259,23 +260,41 @@ def runbell_serve(
 
 
 # -- events ---------------------------------------------------------------------------
+def failed_run(run: str, i: int, occurred: str = "2026-11-21T11:36:31.269221Z") -> dict[str, Any]:
+    """One failing run tagged ``tag.bench`` (it fires the bench automation)."""
+    return {
+        "id": str(uuid4()),
+        "occurred": occurred,
+        "event": "flow-run.Failed",
+        "resource": {
+            "resource.id": f"flow-run.{run}-{i}",
+            "resource.name": f"bench-{i}",
+            "state-message": "RuntimeError: warehouse load failed",
+        },
+        "related": [{"resource.id": "tag.bench", "resource.role": "tag"}],
+        "payload": {},
+    }
+
+
 def failed_runs(count: int, run: str) -> list[dict[str, Any]]:
-    """``count`` distinct failing runs tagged ``tag.bench`` (each fires the automation)."""
-    return [
-        {
-            "id": str(uuid4()),
-            "occurred": "2026-11-21T11:36:31.269221Z",
-            "event": "flow-run.Failed",
-            "resource": {
-                "resource.id": f"flow-run.{run}-{i}",
-                "resource.name": f"bench-{i}",
-                "state-message": "RuntimeError: warehouse load failed",
-            },
-            "related": [{"resource.id": "tag.bench", "resource.role": "tag"}],
-            "payload": {},
-        }
-        for i in range(count)
-    ]
+    """``count`` distinct failing runs."""
+    return [failed_run(run, i) for i in range(count)]
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
 
 
 def batches(events: list[dict[str, Any]], size: int) -> list[bytes]:

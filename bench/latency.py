@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -75,21 +74,6 @@ automations:
         body: "{{{{ event.resource['state-message'] }}}}"
 """
 EVENT_ID_RE = re.compile(rb"evt=([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
-
-
-def failed_run(run: str, i: int) -> dict[str, Any]:
-    return {
-        "id": str(uuid4()),
-        "occurred": datetime.now(UTC).isoformat(),
-        "event": "flow-run.Failed",
-        "resource": {
-            "resource.id": f"flow-run.{run}-{i}",
-            "resource.name": f"bench-{i}",
-            "state-message": "RuntimeError: warehouse load failed",
-        },
-        "related": [{"resource.id": "tag.bench", "resource.role": "tag"}],
-        "payload": {},
-    }
 
 
 # == the receiver (its own process) =========================================================
@@ -160,7 +144,8 @@ async def generate(args: argparse.Namespace) -> None:
     what is due (one request in flight each). Writes one row per event to ``--out``."""
     count = int(args.rate * args.duration)
     host, port = args.host, args.port
-    bodies = [orjson.dumps(failed_run(args.run, i)) for i in range(count)]
+    now = datetime.now(UTC).isoformat()
+    bodies = [orjson.dumps(h.failed_run(args.run, i, now)) for i in range(count)]
     ids = [orjson.loads(b)["id"] for b in bodies]
     head = (
         f"POST /api/events HTTP/1.1\r\nHost: {host}:{port}\r\n"
@@ -584,21 +569,6 @@ def source_info(commit: str | None) -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD"), "tree": "working tree", "dirty": dirty}
 
 
-def machine() -> dict[str, Any]:
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpus": os.cpu_count(),
-        "cpu": cpu,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
-
-
 def table(results: list[RunResult], target_ms: float) -> str:
     lines = [
         f"{'set-up':<9} {'offered/s':>9} {'sent/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
@@ -630,7 +600,7 @@ async def main(args: argparse.Namespace) -> int:
     only = set(args.only.split(","))
     started = datetime.now(UTC)
     info: dict[str, Any] = {
-        "machine": machine(),
+        "machine": h.machine(),
         "versions": {
             p: version(p)
             for p in (

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import platform
 import statistics
 import sys
 import time
@@ -300,19 +298,6 @@ async def bench_raw(args: argparse.Namespace, broker: str) -> list[RawRep]:
 
 
 # -- report -----------------------------------------------------------------------------------
-def machine() -> dict[str, Any]:
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpus": os.cpu_count(),
-        "cpu": cpu,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
 
 
 def table(results: list[SetupResult], raw: list[RawRep]) -> str:
@@ -363,7 +348,7 @@ async def main() -> int:
 
     started = datetime.now(UTC)
     info: dict[str, Any] = {
-        "machine": machine(),
+        "machine": h.machine(),
         "versions": {
             p: version(p)
             for p in (
