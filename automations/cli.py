@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import sys
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +18,7 @@ import typer
 from automations.errors import ConfigError
 from automations.loader import load_config
 from automations.settings import Settings
+from automations.spec import Config
 from events.clock import SystemClock
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="runbell: automations for runs")
@@ -42,7 +44,7 @@ def serve(
     from notifiers import Redactor, configure_logging
 
     settings = Settings.from_env(config_paths=tuple(config) if config else None)
-    loaded = _load_or_exit(list(settings.config_paths), settings)
+    loaded = _load_or_exit(list(settings.config_paths), settings.env, exit_code=2)
     redactor = Redactor(loaded.secrets())
     token = settings.api_token
     if token is None:
@@ -59,13 +61,7 @@ def serve(
 @app.command()
 def validate(files: Annotated[list[Path], typer.Argument(help="Automations YAML files")]) -> None:
     """Check automation files; print every problem and exit 1 if there is any."""
-    try:
-        config = load_config(files, os.environ)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            typer.echo(str(problem), err=True)
-        typer.echo(f"{len(exc.problems)} problem(s) found", err=True)
-        raise typer.Exit(1) from None
+    config = _load_or_exit(files, os.environ, exit_code=1)
     typer.echo(f"ok: {len(config.automations)} automation(s), {len(config.channels)} channel(s)")
 
 
@@ -131,13 +127,15 @@ def _pair(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _load_or_exit(paths: list[Path], settings: Settings) -> Any:
+def _load_or_exit(paths: Sequence[Path], env: Mapping[str, str], *, exit_code: int) -> Config:
+    """The merged config, or every problem on stderr and exit with ``exit_code``."""
     try:
-        return load_config(paths, settings.env)
+        return load_config(paths, env)
     except ConfigError as exc:
         for problem in exc.problems:
             typer.echo(str(problem), err=True)
-        sys.exit(2)
+        typer.echo(f"{len(exc.problems)} problem(s) found", err=True)
+        raise typer.Exit(exit_code) from None
 
 
 import_app = typer.Typer(help="Import automations from other tools", no_args_is_help=True)
@@ -185,7 +183,7 @@ def replay_events(
     from events.model import Event
     from notifiers import Redactor, configure_logging
 
-    config = _load_or_exit(automations, Settings.from_env())
+    config = _load_or_exit(automations, os.environ, exit_code=2)
     configure_logging(Redactor(config.secrets()), json=False, stream=sys.stderr, level="warning")
     parsed: list[Event] = []
     for number, line in enumerate(events.read_text().splitlines(), start=1):
