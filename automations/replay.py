@@ -22,7 +22,7 @@ from events.database import create_engine
 from events.model import Event
 from events.testing import FakeClock
 
-__all__ = ["arrival", "firing_line", "replay"]
+__all__ = ["arrival", "drive", "firing_line", "replay", "run_timers"]
 
 
 def arrival(event: Event) -> datetime:
@@ -49,19 +49,27 @@ async def replay(
             await state.create_tables()
             engine = Engine(config, state, clock, record=True)
             await engine.load()
-            for event in ordered:
-                await _run_timers(engine, clock, arrival(event))
-                await clock.set(max(clock.now(), arrival(event)))
-                await engine.handle([event])
-            if until is not None:
-                await _run_timers(engine, clock, until)
-                await clock.set(max(clock.now(), until))
+            await drive(engine, clock, ordered, until)
             return list(engine.recorded)
         finally:
             await db.dispose()
 
 
-async def _run_timers(engine: Engine, clock: FakeClock, up_to: datetime) -> None:
+async def drive(
+    engine: Engine, clock: FakeClock, events: Sequence[Event], until: datetime | None
+) -> None:
+    """What ``serve`` does, in virtual time: each event at its arrival, after the timers
+    due before it; then the timers up to ``until``."""
+    for event in events:
+        await run_timers(engine, clock, arrival(event))
+        await clock.set(max(clock.now(), arrival(event)))
+        await engine.handle([event])
+    if until is not None:
+        await run_timers(engine, clock, until)
+        await clock.set(max(clock.now(), until))
+
+
+async def run_timers(engine: Engine, clock: FakeClock, up_to: datetime) -> None:
     """Fire every timer due before ``up_to``, each at its own moment."""
     for _ in range(1_000_000):  # bounded: each pass settles at least one deadline
         wake_at = engine.next_wakeup()

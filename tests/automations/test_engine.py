@@ -13,6 +13,7 @@ import yaml
 
 from automations.engine import CandidateIndex, Engine
 from automations.loader import load_config
+from automations.replay import drive, run_timers
 from automations.spec import Config
 from automations.state import StateStore
 from events.database import create_engine
@@ -75,24 +76,6 @@ async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
     await db.dispose()
 
 
-async def drive(engine: Engine, clock: FakeClock, events: list[Event], until: datetime) -> None:
-    """What `serve` does, in virtual time: timers due before each arrival, then the event."""
-    for item in events:
-        await settle_timers(engine, clock, item.received or item.occurred)
-        await clock.set(item.received or item.occurred)
-        await engine.handle([item])
-    await settle_timers(engine, clock, until)
-
-
-async def settle_timers(engine: Engine, clock: FakeClock, up_to: datetime) -> None:
-    for _ in range(1000):
-        wake = engine.next_wakeup()
-        if wake is None or wake > up_to:
-            return
-        await clock.set(wake)
-        await engine.tick()
-
-
 def summary(engine: Engine) -> list[tuple[str, str, str]]:
     return [(f.automation, f.state, f.at.strftime("%H:%M")) for f in engine.recorded]
 
@@ -131,12 +114,12 @@ async def test_backlog_never_raises_a_false_stale_alarm(tmp_path: Path) -> None:
         again = Engine(config(tmp_path), store, clock, record=True)
         await again.load()
         for n in range(4, 16):
-            await settle_timers(again, clock, clock.now())
+            await run_timers(again, clock, clock.now())
             await clock.set(clock.now() + timedelta(seconds=1))
             await again.handle([event(n, "flow-run.Completed", 5 * n)])
         assert summary(engine) + summary(again) == []
         # Then the bus really is quiet: the alarm comes 10 minutes after the last completion.
-        await settle_timers(again, clock, clock.now() + timedelta(minutes=11))
+        await run_timers(again, clock, clock.now() + timedelta(minutes=11))
         assert summary(again) == [("etl-stale", "triggered", "11:25")]
     finally:
         await db.dispose()
