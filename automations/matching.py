@@ -177,11 +177,27 @@ def bucket_key(for_each: Iterable[str], event: Event) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True, slots=True)
-class CompiledTrigger:
-    """An :class:`EventTrigger` with every glob compiled once; see the module docstring."""
+class ResourceFilter:
+    """A trigger's compiled ``match`` and ``match_related`` (event and metric triggers alike)."""
 
     match: LabelFilter
     match_related: tuple[LabelFilter, ...]
+
+    @classmethod
+    def of(cls, match: LabelFilterSpec, match_related: Iterable[LabelFilterSpec]) -> ResourceFilter:
+        return cls(LabelFilter(match), tuple(LabelFilter(spec) for spec in match_related))
+
+    def covers(self, resource: Mapping[str, str], related: Sequence[Mapping[str, str]]) -> bool:
+        if not self.match.includes((resource,)):
+            return False
+        return all(spec.includes(related) for spec in self.match_related)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledTrigger:
+    """An :class:`EventTrigger` with every glob compiled once; see the module docstring."""
+
+    resources: ResourceFilter
     expect: EventNameFilter
     after: EventNameFilter
     covered_names: EventNameFilter
@@ -190,13 +206,15 @@ class CompiledTrigger:
     def covers_resources(
         self, resource: Mapping[str, str], related: Sequence[Mapping[str, str]]
     ) -> bool:
-        if not self.match.includes((resource,)):
-            return False
-        return all(spec.includes(related) for spec in self.match_related)
+        return self.resources.covers(resource, related)
+
+    def covers_name(self, name: str) -> bool:
+        """The event name is of interest: one of ``expect`` or ``after`` (empty ``expect``: any)."""
+        return self.covered_names.matches(name)
 
     def matches(self, event: Event) -> bool:
         """Prefect's ``covers``: the name is of interest and the resources match."""
-        return self.covered_names.matches(event.event) and self.covers_resources(
+        return self.covers_name(event.event) and self.covers_resources(
             event.resource, event.related
         )
 
@@ -216,8 +234,7 @@ def compile_trigger(trigger: EventTrigger) -> CompiledTrigger:
     """Compile ``trigger``'s filters once; the result is immutable and safe to share."""
     covered = [*trigger.expect, *trigger.after] if trigger.expect else []
     return CompiledTrigger(
-        match=LabelFilter(trigger.match),
-        match_related=tuple(LabelFilter(spec) for spec in trigger.match_related),
+        resources=ResourceFilter.of(trigger.match, trigger.match_related),
         expect=EventNameFilter(trigger.expect),
         after=EventNameFilter(trigger.after),
         covered_names=EventNameFilter(covered),

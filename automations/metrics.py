@@ -48,7 +48,7 @@ import orjson
 from pydantic import TypeAdapter
 
 from automations._firing import TriggerFiring, state_key
-from automations.matching import LabelFilter, bucket_key
+from automations.matching import ResourceFilter, bucket_key
 from automations.spec import MetricTrigger
 from events.model import Event
 
@@ -144,19 +144,20 @@ class MetricEvaluator:
         self.path = path
         self.trigger = trigger
         self.query = trigger.metric
-        self._match = LabelFilter(trigger.match)
-        self._related = tuple(LabelFilter(spec) for spec in trigger.match_related)
+        self._resources = ResourceFilter.of(trigger.match, trigger.match_related)
         self._for_each = tuple(sorted(set(trigger.for_each)))
         self._compare = _OPERATORS[self.query.operator]
 
     # -- public API ------------------------------------------------------------
     def covers(self, event: Event) -> bool:
         """A flow-run state event for a run this metric counts."""
-        if not event.event.startswith("flow-run."):
-            return False
-        if not self._match.includes((event.resource,)):
-            return False
-        return all(spec.includes(event.related) for spec in self._related)
+        return event.event.startswith("flow-run.") and self._resources.covers(
+            event.resource, event.related
+        )
+
+    def key(self, event: Event) -> str:
+        """The :func:`~automations.triggers.state_key` of the window ``event`` counts in."""
+        return state_key(self.path, bucket_key(self._for_each, event))
 
     def on_event(self, event: Event, now: datetime, state: MetricState) -> MetricOutcome:
         """Count ``event`` (arrived at ``now``) and evaluate its bucket at its event time."""
