@@ -262,7 +262,7 @@ class TriggerEvaluator:
             matcher = node.matcher
             if not matcher.covers_resources(event.resource, event.related):
                 continue
-            covered = matcher.matches(event)
+            covered = matcher.covers_name(event.event)
             if not covered and not (node.resolvable and node.trigger.for_each):
                 continue
             values = matcher.bucket_key(event)
@@ -278,27 +278,28 @@ class TriggerEvaluator:
                 self._emit(ctx, path, hit, labels)
         for path, (metric, _, _) in self._metrics.items():
             if metric.covers(event):
-                self._metric_step(
-                    ctx, path, metric.on_event(event, now, self._windows(state, path))
-                )
+                key = metric.key(event)  # the one window the event counts in
+                window = state.entries.get(key)
+                windows = MetricState({key: window} if isinstance(window, MetricWindow) else {})
+                self._metric_step(ctx, path, metric.on_event(event, now, windows))
         return ctx.outcome()
 
     def on_time(self, now: datetime, state: State) -> Outcome:
         """Settle every deadline at or before ``now`` (the lag-corrected event clock)."""
         ctx = _Changes(state)
         self._start(ctx, now)
-        due: list[tuple[datetime, str, str, Bucket]] = []
-        for key, path, bucket in self._buckets(state):
+        due: list[tuple[datetime, str, str, list[str], Bucket]] = []
+        for key, path, values, bucket in self._buckets(state):
             node = self._events[path][0]
             if bucket.deadline is not None and bucket.deadline <= now:
-                due.append((bucket.deadline, key, path, bucket))
+                due.append((bucket.deadline, key, path, values, bucket))
                 continue
             ctx.set(key, _buckets.prune(node, _buckets.sweep(node, bucket, now), now))
-        for _, key, path, bucket in sorted(due, key=lambda item: (item[0], item[1])):
+        for _, key, path, values, bucket in sorted(due, key=lambda item: (item[0], item[1])):
             node = self._events[path][0]
             step = _buckets.expire(node, bucket, now)
             ctx.set(key, _buckets.prune(node, step.bucket, now))
-            labels = dict(zip(node.matcher.for_each, orjson.loads(key)[1:], strict=True))
+            labels = dict(zip(node.matcher.for_each, values, strict=True))
             for hit in step.hits:
                 self._emit(ctx, path, hit, labels)
         for path, (metric, _, _) in self._metrics.items():
@@ -309,11 +310,14 @@ class TriggerEvaluator:
         return ctx.outcome()
 
     def _windows(self, state: State, path: str) -> MetricState:
+        # ``["<path>"`` prefixes exactly the keys of ``path``: a JSON string ends at its
+        # first unescaped quote, so no other path's key starts with it. No parse per key.
+        prefix = state_key(path)[:-1]
         return MetricState(
             {
                 key: entry
                 for key, entry in state.entries.items()
-                if isinstance(entry, MetricWindow) and orjson.loads(key)[0] == path
+                if isinstance(entry, MetricWindow) and key.startswith(prefix)
             }
         )
 
@@ -336,7 +340,15 @@ class TriggerEvaluator:
 
     def next_deadline(self, state: State) -> datetime | None:
         """The earliest Proactive deadline (event time): when ``on_time`` is next owed."""
-        deadlines = [b.deadline for _, _, b in self._buckets(state) if b.deadline is not None]
+        # Called after every event that changed the state: test the deadline before
+        # parsing the key, so Reactive buckets (never a deadline) cost no parse.
+        deadlines = [
+            entry.deadline
+            for key, entry in state.entries.items()
+            if isinstance(entry, Bucket)
+            and entry.deadline is not None
+            and orjson.loads(key)[0] in self._events
+        ]
         for path, (metric, _, _) in self._metrics.items():
             deadline = metric.next_deadline(self._windows(state, path))
             if deadline is not None:
@@ -362,12 +374,13 @@ class TriggerEvaluator:
         return Outcome(tuple(firings), changes, state)
 
     # -- internals -------------------------------------------------------------
-    def _buckets(self, state: State) -> Iterator[tuple[str, str, Bucket]]:
+    def _buckets(self, state: State) -> Iterator[tuple[str, str, list[str], Bucket]]:
+        """This evaluator's buckets: (key, trigger path, ``for_each`` values, bucket)."""
         for key, entry in state.entries.items():
             if isinstance(entry, Bucket):
-                path = orjson.loads(key)[0]
+                path, *values = orjson.loads(key)
                 if path in self._events:
-                    yield key, path, entry
+                    yield key, path, values, entry
 
     def _start(self, ctx: _Changes, now: datetime) -> None:
         for path, (node, _, _) in self._events.items():
