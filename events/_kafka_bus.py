@@ -28,7 +28,7 @@ from faststream.kafka import KafkaBroker, Topic
 from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
 
-from events.bus import BatchHandler
+from events.bus import BatchHandler, back_off
 from events.errors import BusError
 from events.model import Event
 
@@ -215,16 +215,16 @@ class KafkaBus:
                 await sub.handler(events)
             except Exception as exc:
                 failures += 1
-                _log.error(
-                    "bus_handler_failed",
+                # Sleeping here holds the partitions: nothing after this batch
+                # is handed out before it is redelivered.
+                await back_off(
+                    exc,
                     group=sub.group,
                     topic=topic,
                     attempt=failures,
-                    error=repr(exc),
+                    initial=self._retry_initial,
+                    maximum=self._retry_max,
                 )
-                # Sleeping here holds the partitions: nothing after this batch
-                # is handed out before it is redelivered.
-                await asyncio.sleep(_backoff(failures, self._retry_initial, self._retry_max))
                 raise NackMessage() from exc
             failures = 0
 
@@ -254,10 +254,6 @@ def _parse(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Event]:
                 error=str(exc),
             )
     return events
-
-
-def _backoff(attempt: int, initial: float, maximum: float) -> float:
-    return float(min(maximum, initial * 2 ** (attempt - 1)))
 
 
 async def _quiet_stop(broker: KafkaBroker) -> None:

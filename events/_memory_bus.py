@@ -22,14 +22,10 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import structlog
-
-from events.bus import BatchHandler
+from events.bus import TOPIC, BatchHandler, back_off
 from events.model import Event
 
 __all__ = ["MemoryBus"]
-
-_log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -53,7 +49,7 @@ class MemoryBus:
     def __init__(
         self,
         url: str = "memory://",
-        topic: str = "runbell.events",
+        topic: str = TOPIC,
         *,
         capacity: int = 100_000,
         retry_initial: float = 0.1,
@@ -165,21 +161,17 @@ class MemoryBus:
                 await group.handler(batch)
             except Exception as exc:
                 failures += 1
-                _log.error(
-                    "bus_handler_failed",
+                await back_off(
+                    exc,
                     group=group.name,
                     topic=self.topic,
                     attempt=failures,
-                    error=repr(exc),
+                    initial=self._retry_initial,
+                    maximum=self._retry_max,
                 )
-                await asyncio.sleep(_backoff(failures, self._retry_initial, self._retry_max))
                 continue
             failures = 0
             async with self._changed:
                 group.committed += len(batch)
                 self._trim()
                 self._changed.notify_all()
-
-
-def _backoff(attempt: int, initial: float, maximum: float) -> float:
-    return float(min(maximum, initial * 2 ** (attempt - 1)))

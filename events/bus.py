@@ -15,12 +15,17 @@ Contract (both implementations, pinned by ``tests/events/test_bus_contract.py``)
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
+
+import structlog
 
 from events.model import Event
 
 TOPIC = "runbell.events"
+
+_log = structlog.get_logger(__name__)
 
 BatchHandler = Callable[[list[Event]], Awaitable[None]]
 
@@ -55,3 +60,12 @@ def bus_from_url(url: str, *, topic: str = TOPIC, partitions: int = 4) -> EventB
 
         return KafkaBus(url=url, topic=topic, partitions=partitions)
     raise ValueError(f"unknown bus URL {url!r}: use memory:// or kafka://host:port")
+
+
+async def back_off(
+    exc: Exception, *, group: str, topic: str, attempt: int, initial: float, maximum: float
+) -> None:
+    """Log a failed handler (``bus_handler_failed``) and wait out the capped exponential
+    backoff before its batch is delivered again; both buses share this."""
+    _log.error("bus_handler_failed", group=group, topic=topic, attempt=attempt, error=repr(exc))
+    await asyncio.sleep(min(maximum, initial * 2 ** (attempt - 1)))
