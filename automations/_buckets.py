@@ -79,14 +79,25 @@ class EventNode:
     def immediate(self) -> bool:
         return not self.proactive and self.trigger.within == timedelta(0)
 
-    def window(self, start: datetime, end: datetime, count: int, ids: tuple[str, ...]) -> Bucket:
+    def window(
+        self,
+        start: datetime,
+        end: datetime,
+        count: int,
+        ids: tuple[str, ...] = (),
+        *,
+        last_event: str | None = None,
+        fired: datetime | None = None,
+    ) -> Bucket:
+        """An open window (``last_event`` defaults to the newest of ``ids``)."""
         return Bucket(
             start=start,
             end=end,
             count=count,
             event_ids=ids,
-            last_event=ids[-1] if ids else None,
+            last_event=last_event or (ids[-1] if ids else None),
             deadline=end if self.proactive else None,
+            fired=fired,
         )
 
 
@@ -116,8 +127,9 @@ def expire(node: EventNode, bucket: Bucket | None, now: datetime) -> Step:
         step.bucket = _no_window(base)
     else:
         start = max(bucket.end, now)
-        nxt = node.window(start, start + trigger.within, 0, ())
-        step.bucket = replace(nxt, last_event=bucket.last_event, fired=fired)
+        step.bucket = node.window(
+            start, start + trigger.within, 0, last_event=bucket.last_event, fired=fired
+        )
     return step
 
 
@@ -169,17 +181,25 @@ def on_event(node: EventNode, bucket: Bucket | None, event: Event, arrival: date
         if bucket is None or bucket.start is None:
             if node.proactive and expects and _in_grace(node, bucket, occurred):
                 return Step(bucket, hits)  # #21932: heartbeat after the terminal state
-            opened = node.window(occurred, occurred + trigger.within, -1 if expects else 0, ())
-            bucket = replace(opened, last_event=event_id, fired=bucket.fired if bucket else None)
+            bucket = node.window(
+                occurred,
+                occurred + trigger.within,
+                -1 if expects else 0,
+                last_event=event_id,
+                fired=bucket.fired if bucket else None,
+            )
         else:
             bucket = replace(bucket, last_event=event_id)
     elif not trigger.after and expects:
         if bucket is None or bucket.start is None:
             # nebula#7230: reach back to absorb out-of-order siblings.
-            opened = node.window(
-                occurred - PRECEDING_EVENT_LOOKBACK, occurred + trigger.within, 0, ()
+            bucket = node.window(
+                occurred - PRECEDING_EVENT_LOOKBACK,
+                occurred + trigger.within,
+                0,
+                last_event=event_id,
+                fired=bucket.fired if bucket else None,
             )
-            bucket = replace(opened, last_event=event_id, fired=bucket.fired if bucket else None)
         else:
             bucket = replace(bucket, last_event=event_id)
     if not expects or bucket is None or bucket.start is None:
@@ -217,7 +237,7 @@ def _evaluate(node: EventNode, bucket: Bucket, event: Event, arrival: datetime) 
         if trigger.after or trigger.within == timedelta(0):
             return Step(None if after_fire.is_empty else after_fire, [hit])
         start = max(end, now)
-        return Step(replace(node.window(start, start + trigger.within, 0, ()), fired=fired), [hit])
+        return Step(node.window(start, start + trigger.within, 0, fired=fired), [hit])
     if now < end:
         return Step(bucket)  # case 2
     if trigger.after:
@@ -226,7 +246,7 @@ def _evaluate(node: EventNode, bucket: Bucket, event: Event, arrival: datetime) 
         return Step(bucket)  # Prefect leaves a within-0 bucket counting (until swept)
     # case 4: an event beyond the window counts in the next one.
     start = max(end, now)
-    nxt = replace(node.window(start, start + trigger.within, 0, ()), fired=bucket.fired)
+    nxt = node.window(start, start + trigger.within, 0, fired=bucket.fired)
     return _evaluate(node, nxt, event, arrival)
 
 
@@ -243,8 +263,9 @@ def _proactive_spent(node: EventNode, bucket: Bucket, event: Event) -> Step:
         return Step(bucket)
     occurred, event_id = event.occurred, str(event.id)
     if not trigger.after or node.matcher.starts_after(event.event):
-        nxt = node.window(occurred, occurred + trigger.within, 0, (event_id,))
-        return Step(replace(nxt, fired=bucket.fired))
+        return Step(
+            node.window(occurred, occurred + trigger.within, 0, (event_id,), fired=bucket.fired)
+        )
     return Step(replace(_no_window(bucket) or Bucket(), closed=occurred))
 
 

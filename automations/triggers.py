@@ -388,7 +388,7 @@ class TriggerEvaluator:
             if node.proactive and not trigger.after and not trigger.for_each:
                 key = state_key(path)
                 if ctx.get(key) is None:
-                    ctx.set(key, node.window(now, now + trigger.within, 0, ()))
+                    ctx.set(key, node.window(now, now + trigger.within, 0))
 
     def _emit(self, ctx: _Changes, path: str, hit: Hit, labels: dict[str, str]) -> None:
         parent, index = self._parent(path)
