@@ -21,7 +21,7 @@ import httpx
 from automations.actions.base import ActionResult, Job, Runtime
 from automations.actions.context import render_value
 from automations.spec import CallWebhookAction
-from notifiers import TemplateError, is_retryable_status, mask_url, render
+from notifiers import TemplateError, is_retryable_status, mask_url, render, retry_after_seconds
 
 __all__ = ["execute"]
 
@@ -46,11 +46,6 @@ def _request(
         content = json.dumps(render_value(action.body, context), ensure_ascii=False).encode()
         headers.setdefault("Content-Type", "application/json")
     return url, headers, content
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After", "").strip()
-    return float(value) if value.isdigit() else None
 
 
 async def execute(action: CallWebhookAction, job: Job, runtime: Runtime) -> ActionResult:
@@ -91,5 +86,5 @@ async def execute(action: CallWebhookAction, job: Job, runtime: Runtime) -> Acti
         target=target,
         latency_ms=latency,
         status_code=code,
-        retry_after=_retry_after(response),
+        retry_after=retry_after_seconds(response),
     )
