@@ -259,12 +259,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         moment, seq_text = raw.split("|")
         occurred = datetime.fromisoformat(moment)
         seq = int(seq_text)
+        if occurred.tzinfo is None or seq < 0:
+            raise ValueError("not a cursor this store issued")
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise ValueError(
             f"malformed cursor {cursor[:64]!r}: pass back the next_cursor of a previous page"
         ) from exc
-    if occurred.tzinfo is None or seq < 0:
-        raise ValueError(
-            f"malformed cursor {cursor[:64]!r}: pass back the next_cursor of a previous page"
-        )
     return occurred, seq
