@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from automations.actions.base import ActionResult, ControlOutcome, Job, RunController, Runtime
+from automations.actions.base import ActionResult, Job, RunController, Runtime
 from automations.actions.context import render_value
+from automations.orchestrators.base import ControlResult
 from automations.spec import CancelRunAction, RetryRunAction
 from notifiers import TemplateError
 
@@ -17,13 +18,12 @@ async def call(
     orchestrator: str | None,
     template: str,
     what: str,
-    act: Callable[[RunController, str], Awaitable[ControlOutcome]],
+    act: Callable[[RunController, str], Awaitable[ControlResult]],
 ) -> ActionResult:
     """Render ``template`` (a run or deployment id) and call ``act`` on the orchestrator."""
-    picked = runtime.controller(orchestrator)
-    if isinstance(picked, str):
-        return ActionResult.failed("-", picked)
-    _, controller = picked
+    controller = runtime.controller(orchestrator)
+    if isinstance(controller, str):
+        return ActionResult.failed("-", controller)
     try:
         value = await asyncio.to_thread(render_value, template, job.context)
     except TemplateError as exc:
@@ -39,7 +39,7 @@ async def on_run(
     action: RetryRunAction | CancelRunAction,
     job: Job,
     runtime: Runtime,
-    act: Callable[[RunController, str], Awaitable[ControlOutcome]],
+    act: Callable[[RunController, str], Awaitable[ControlResult]],
 ) -> ActionResult:
     """``call`` for an action on the run ``action.run_id`` renders to."""
     return await call(job, runtime, action.orchestrator, action.run_id, "run id", act)

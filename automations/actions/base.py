@@ -22,7 +22,6 @@ from notifiers import Notifier, SendResult
 
 __all__ = [
     "ActionResult",
-    "ControlOutcome",
     "Emit",
     "Job",
     "RunController",
@@ -31,10 +30,6 @@ __all__ = [
 
 Emit = Callable[[Sequence[Event]], Awaitable[Any]]
 """Publishes events (the service's ingestion): returns once they are durable."""
-
-
-ControlOutcome = ControlResult
-"""What a ``RunController`` call returns (the orchestrator seam's own result type)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +60,7 @@ class ActionResult:
         return cls(ok=False, retryable=retryable, reason=reason, target=target)
 
     @classmethod
-    def of(cls, result: SendResult | ControlOutcome) -> ActionResult:
+    def of(cls, result: SendResult | ControlResult) -> ActionResult:
         """Translate a notifier's or an orchestrator's result."""
         return cls(
             ok=result.ok,
@@ -105,17 +100,17 @@ class Runtime:
     emit: Emit | None = None
     http: httpx.AsyncClient | None = None
 
-    def controller(self, name: str | None) -> tuple[str, RunController] | str:
+    def controller(self, name: str | None) -> RunController | str:
         """The named orchestrator (or the only one); a reason string when there is none."""
         if name is not None:
             found = self.controllers.get(name)
             if found is None:
                 known = ", ".join(sorted(self.controllers)) or "none configured"
                 return f"unknown orchestrator {name!r} (known: {known})"
-            return name, found
+            return found
         if len(self.controllers) == 1:
-            [(only, controller)] = self.controllers.items()
-            return only, controller
+            [controller] = self.controllers.values()
+            return controller
         if not self.controllers:
             return "no orchestrator configured: add 'orchestrators:' to the YAML"
         return "several orchestrators are configured: name one with 'orchestrator:'"

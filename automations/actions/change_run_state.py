@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from automations.actions import _orchestrated
-from automations.actions.base import ActionResult, ControlOutcome, Job, RunController, Runtime
+from automations.actions.base import ActionResult, Job, RunController, Runtime
 from automations.actions.context import render_value
+from automations.orchestrators.base import ControlResult
 from automations.spec import ChangeRunStateAction
 from notifiers import TemplateError
 
@@ -22,7 +23,7 @@ async def execute(action: ChangeRunStateAction, job: Job, runtime: Runtime) -> A
     except TemplateError as exc:
         return ActionResult.failed("-", f"template: {exc}")
 
-    async def act(controller: RunController, run_id: str) -> ControlOutcome:
+    async def act(controller: RunController, run_id: str) -> ControlResult:
         return await controller.change_run_state(
             run_id,
             state_type=action.state,

@@ -12,8 +12,9 @@ import asyncio
 import dataclasses
 
 from automations.actions import _orchestrated
-from automations.actions.base import ActionResult, ControlOutcome, Job, RunController, Runtime
+from automations.actions.base import ActionResult, Job, RunController, Runtime
 from automations.actions.context import render_value
+from automations.orchestrators.base import ControlResult
 from automations.spec import RunDeploymentAction
 from notifiers import TemplateError
 
@@ -29,7 +30,7 @@ async def execute(action: RunDeploymentAction, job: Job, runtime: Runtime) -> Ac
     except TemplateError as exc:
         return ActionResult.failed("-", f"template: {exc}")
 
-    async def act(controller: RunController, deployment_id: str) -> ControlOutcome:
+    async def act(controller: RunController, deployment_id: str) -> ControlResult:
         return await controller.run_deployment(
             deployment_id,
             parameters=parameters or {},
