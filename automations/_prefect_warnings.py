@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from automations._prefect_common import ConverterBase, event_triggers, path
+from automations.matching import compile_glob
 
 # Prefect event names (prefix dropped) that the prefix/glob checks compare patterns
 # against, together with every event name written in the document. Not exhaustive.
@@ -60,10 +61,7 @@ class PatternWarnings(ConverterBase):
         if pattern.startswith("!"):
             return
         prefect = re.compile(re.escape(pattern).replace("\\*", ".+")).match
-        runbell = re.compile(
-            "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern),
-            re.DOTALL,
-        ).fullmatch
+        runbell = compile_glob(pattern)
         empty = pattern.replace("*", "")
         if "*" in pattern and not empty.endswith((".", "-", "_")) and empty:
             self._warn(
