@@ -16,6 +16,7 @@ Contract for every implementation (Prefect, generic HTTP, the in-memory fake):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -33,6 +34,7 @@ __all__ = [
     "HttpAdapter",
     "OrchestratorConfigError",
     "RunController",
+    "elapsed_ms",
     "exception_result",
     "resource_key",
     "retry_after_seconds",
@@ -56,6 +58,7 @@ STATE_TYPES = frozenset(
 
 # Longest answer excerpt quoted in a failure reason.
 _EXCERPT = 200
+_USER_AGENT = "runbell-orchestrator/0.1"
 
 
 class OrchestratorConfigError(AutomationsError):
@@ -184,7 +187,15 @@ class RunController(Protocol):
 class HttpAdapter:
     """What the HTTP adapters share: one ``httpx.AsyncClient``, closed by ``aclose``."""
 
-    _client: httpx.AsyncClient
+    def __init__(self, timeout: float, headers: Mapping[str, str] | None = None) -> None:
+        if not timeout > 0:
+            raise OrchestratorConfigError("timeout must be positive")
+        self._timeout = timeout
+        self._client = httpx.AsyncClient(
+            headers={"User-Agent": _USER_AGENT, **(headers or {})},
+            timeout=timeout,
+            follow_redirects=False,
+        )
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
@@ -200,6 +211,11 @@ class HttpAdapter:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def elapsed_ms(started: float) -> float:
+    """Milliseconds since ``started`` (a ``time.perf_counter()`` reading)."""
+    return (time.perf_counter() - started) * 1000.0
 
 
 def resource_key(value: str, kind: str) -> str:

@@ -42,6 +42,7 @@ from automations.orchestrators.base import (
     ControlResult,
     HttpAdapter,
     OrchestratorConfigError,
+    elapsed_ms,
     exception_result,
     resource_key,
     status_failure,
@@ -52,7 +53,6 @@ from notifiers import TemplateError, check_syntax, mask_url, render
 __all__ = ["HttpController", "RequestTemplate", "render_json"]
 
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
-_USER_AGENT = "runbell-orchestrator/0.1"
 # A string that is one `{{ ... }}` and nothing else keeps its JSON type.
 _SINGLE_EXPRESSION = re.compile(r"\{\{(?P<expr>(?:(?!\{\{|\}\}|\{%|\{#).)+)\}\}", re.DOTALL)
 
@@ -148,8 +148,7 @@ class HttpController(HttpAdapter):
         render_timeout: float = 1.0,
         clock: Clock | None = None,
     ) -> None:
-        if not timeout > 0:
-            raise OrchestratorConfigError("timeout must be positive")
+        super().__init__(timeout)
         self._name = name
         self._templates = {
             "retry_run": retry_run,
@@ -157,12 +156,8 @@ class HttpController(HttpAdapter):
             "cancel_run": cancel_run,
             "change_run_state": change_run_state,
         }
-        self._timeout = timeout
         self._render_timeout = render_timeout
         self._clock: Clock = clock if clock is not None else SystemClock()
-        self._client = httpx.AsyncClient(
-            headers={"User-Agent": _USER_AGENT}, timeout=timeout, follow_redirects=False
-        )
 
     @property
     def target(self) -> str:
@@ -238,7 +233,7 @@ class HttpController(HttpAdapter):
         except TemplateError as exc:
             return ControlResult.failure(
                 f"{template.method} {self._name}",
-                _elapsed_ms(started),
+                elapsed_ms(started),
                 reason=f"template error: {exc}",
                 retryable=False,
             )
@@ -252,13 +247,13 @@ class HttpController(HttpAdapter):
                 json=request.body if request.body is not None else None,
             )
         except httpx.HTTPError as exc:
-            return exception_result(target, _elapsed_ms(started), exc, self._timeout)
+            return exception_result(target, elapsed_ms(started), exc, self._timeout)
         if not response.is_success:
-            return status_failure(target, _elapsed_ms(started), response)
+            return status_failure(target, elapsed_ms(started), response)
         created_id = _created_id(response, template.created_id_path)
         return ControlResult.success(
             target,
-            _elapsed_ms(started),
+            elapsed_ms(started),
             reason=f"{operation} answered HTTP {response.status_code}",
             status_code=response.status_code,
             created_id=created_id,
@@ -278,10 +273,6 @@ class HttpController(HttpAdapter):
 def _run_names(run_id: str) -> dict[str, Any]:
     bare = resource_key(run_id, "flow-run")
     return {"run_id": bare, "resource_id": f"flow-run.{bare}"}
-
-
-def _elapsed_ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0
 
 
 def _created_id(response: httpx.Response, path: str | None) -> str | None:

@@ -50,6 +50,7 @@ from automations.orchestrators.base import (
     ControlResult,
     HttpAdapter,
     OrchestratorConfigError,
+    elapsed_ms,
     exception_result,
     resource_key,
     status_failure,
@@ -59,16 +60,11 @@ from notifiers import mask_url
 
 __all__ = ["STATE_TYPES", "PrefectController"]
 
-_USER_AGENT = "runbell-orchestrator/0.1"
 _REFUSED = frozenset({"ABORT", "REJECT"})
 
 
 def _key_marker(idempotency_key: str) -> str:
     return f"[runbell key {idempotency_key}]"
-
-
-def _elapsed_ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,16 +100,10 @@ class PrefectController(HttpAdapter):
                 f"Prefect API URL must be http(s), not {scheme or 'no scheme'!r}; "
                 "write e.g. http://127.0.0.1:4200/api"
             )
-        if not timeout > 0:
-            raise OrchestratorConfigError("timeout must be positive")
+        super().__init__(timeout, {"Authorization": f"Bearer {api_key}"} if api_key else None)
         self._api_url = api_url.rstrip("/")
-        self._timeout = timeout
         self._retry_force = retry_force
         self._clock: Clock = clock if clock is not None else SystemClock()
-        headers = {"User-Agent": _USER_AGENT}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        self._client = httpx.AsyncClient(headers=headers, timeout=timeout, follow_redirects=False)
 
     @property
     def target(self) -> str:
@@ -212,7 +202,7 @@ class PrefectController(HttpAdapter):
         )
         return ControlResult.success(
             self._target(path),
-            _elapsed_ms(started),
+            elapsed_ms(started),
             reason=reason,
             status_code=answer.status_code,
             created_id=run_uuid,
@@ -243,7 +233,7 @@ class PrefectController(HttpAdapter):
                 if isinstance(past, dict) and marker in str(past.get("message") or ""):
                     return ControlResult.success(
                         self._target(f"/flow_runs/{run}/set_state"),
-                        _elapsed_ms(started),
+                        elapsed_ms(started),
                         reason=f"state {past.get('name')} already set with this idempotency key",
                         status_code=history.status_code,
                         ref=_state_ref(run, "ACCEPT", past, deduplicated=True),
@@ -261,7 +251,7 @@ class PrefectController(HttpAdapter):
         current: dict[str, Any] = _object(result.get("state"))
         details: dict[str, Any] = _object(result.get("details"))
         ref = _state_ref(run, status, current, deduplicated=False)
-        target, latency = self._target(path), _elapsed_ms(started)
+        target, latency = self._target(path), elapsed_ms(started)
         if status == "ACCEPT" or (status in _REFUSED and current.get("type") in already_done):
             return ControlResult.success(
                 target,
@@ -299,9 +289,9 @@ class PrefectController(HttpAdapter):
         try:
             response = await self._client.request(method, url, json=body)
         except httpx.HTTPError as exc:
-            return exception_result(self._target(path), _elapsed_ms(started), exc, self._timeout)
+            return exception_result(self._target(path), elapsed_ms(started), exc, self._timeout)
         if not response.is_success:
-            return status_failure(self._target(path), _elapsed_ms(started), response)
+            return status_failure(self._target(path), elapsed_ms(started), response)
         try:
             payload = response.json()
         except ValueError:
@@ -316,14 +306,14 @@ class PrefectController(HttpAdapter):
 
     def _bad_input(self, started: float, reason: str) -> ControlResult:
         return ControlResult.failure(
-            self.target, _elapsed_ms(started), reason=reason, retryable=False
+            self.target, elapsed_ms(started), reason=reason, retryable=False
         )
 
     def _unexpected(self, path: str, started: float, answer: _Answer) -> ControlResult:
         # A 2xx we cannot read is not a success: something else answers at this URL.
         return ControlResult.failure(
             self._target(path),
-            _elapsed_ms(started),
+            elapsed_ms(started),
             reason=f"HTTP {answer.status_code} with an answer that is not Prefect's; "
             "check the API URL (it ends in /api)",
             retryable=False,
