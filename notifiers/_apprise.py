@@ -18,6 +18,7 @@ from urllib.parse import unquote
 
 import apprise
 
+from notifiers._http import elapsed_ms
 from notifiers.channel import is_retryable_status
 from notifiers.errors import ChannelConfigError
 from notifiers.model import Message, SendResult
@@ -210,7 +211,7 @@ class AppriseNotifier:
             status = result.status
             lines = [entry.message for entry in result.logs()]
         if status == apprise.AppriseResultStatus.SUCCESS:
-            return SendResult.success(self._target, _elapsed_ms(started))
+            return SendResult.success(self._target, elapsed_ms(started))
         if status == apprise.AppriseResultStatus.TIMEOUT:
             return self._failed(started, f"timed out after {self._timeout:g}s", retryable=True)
         reason = lines[-1] if lines else f"apprise reported {status.name} without a reason"
@@ -223,7 +224,7 @@ class AppriseNotifier:
     ) -> SendResult:
         return SendResult.failure(
             self._target,
-            _elapsed_ms(started),
+            elapsed_ms(started),
             reason=reason,
             retryable=retryable,
             status_code=status_code,
@@ -236,7 +237,3 @@ def _status_code(lines: list[str]) -> int | None:
         if match:
             return int(match.group(1))
     return None
-
-
-def _elapsed_ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0

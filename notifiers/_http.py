@@ -47,14 +47,13 @@ logging.getLogger("httpx").addFilter(_HttpxScrubber())
 _EXCERPT = 200
 
 
-def register_secrets(*secrets: str) -> Redactor:
-    """Remember secrets (URLs are split into their secret parts too); return the shared redactor."""
+def register_secrets(*secrets: str) -> None:
+    """Remember secrets for the httpx log scrubber (URLs are split into their secret parts too)."""
     for secret in secrets:
         if "://" in secret:
             _SECRETS.add_url(secret)
         else:
             _SECRETS.add(secret)
-    return _SECRETS
 
 
 def elapsed_ms(started: float) -> float:

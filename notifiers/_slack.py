@@ -288,9 +288,7 @@ class SlackNotifier:
             answer = None
         error = str(answer.get("error", "")) if isinstance(answer, dict) else ""
         if not response.is_success:
-            return status_failure(
-                self._target, started, response, f"slack {method}", error or response.text[:200]
-            )
+            return status_failure(self._target, started, response, f"slack {method}", error)
         if not isinstance(answer, dict):
             return SendResult.failure(
                 self._target,

@@ -19,10 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 from notifiers.model import Message
-from notifiers.templates import humanize
+from notifiers.templates import humanize, ui_url
 
 __all__ = ["ATTRIBUTE_KEYS", "default_message", "ui_url"]
 
@@ -63,13 +62,6 @@ _STATE_VERBS = {
     "retrying": "is retrying",
     "cached": "completed from cache",
 }
-
-
-def ui_url(ui_base_url: str | None, resource_id: str) -> str:
-    """The templates' ``ui_url`` rule: ``{base}/resources/{id}``; empty without a base."""
-    if not ui_base_url or not resource_id:
-        return ""
-    return f"{ui_base_url.rstrip('/')}/resources/{quote(resource_id, safe='')}"
 
 
 def default_message(context: Mapping[str, Any]) -> Message:

@@ -18,7 +18,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
@@ -197,9 +197,6 @@ class Redactor:
         """Register a channel URL and the secret parts ``mask_url`` would hide."""
         self.add(url, *secret_parts(url))
 
-    def __contains__(self, value: object) -> bool:
-        return value in self._secrets
-
     def redact(self, text: str) -> str:
         """Return ``text`` with every registered secret replaced by ``***``."""
         pattern = self._pattern
@@ -228,10 +225,7 @@ class Redactor:
         """structlog processor: scrub every value (and key) of the event."""
         if self._pattern is None:
             return event_dict
-        redacted: MutableMapping[str, Any] = {}
-        for key, value in event_dict.items():
-            redacted[self.redact(key)] = self._redact_value(value)
-        return dict(redacted)
+        return {self.redact(key): self._redact_value(value) for key, value in event_dict.items()}
 
 
 class _RedactingFilter(logging.Filter):

@@ -50,13 +50,13 @@ __all__ = [
     "check_syntax",
     "humanize",
     "render",
+    "ui_url",
 ]
 
 MAX_RANGE = 1_000
 MAX_SEQUENCE = 100_000
 MAX_EXPONENT = 1_000
 DEFAULT_TIMEOUT = 1.0
-# How long to wait for an interrupted render thread to unwind before giving up on it.
 
 
 class _RenderTimeout(BaseException):
@@ -139,13 +139,19 @@ def _tojson(value: Any, indent: int | None = None) -> str:
     return json.dumps(value, default=_to_jsonable, indent=indent, ensure_ascii=False)
 
 
+def ui_url(ui_base_url: Any, resource_id: Any) -> str:
+    """Link to a resource in the UI: ``{ui_base_url}/resources/{id}``; empty without a base.
+
+    The ``ui_url`` filter and the default messages' links both follow this rule.
+    """
+    if not ui_base_url or isinstance(ui_base_url, ChainableUndefined) or not resource_id:
+        return ""
+    return f"{str(ui_base_url).rstrip('/')}/resources/{quote(str(resource_id), safe='')}"
+
+
 @pass_context
 def _ui_url(context: Context, resource_id: Any) -> str:
-    """Link to a resource in the UI: ``{ui_base_url}/resources/{id}``; empty without a base."""
-    base = context.get("ui_base_url")
-    if not base or isinstance(base, ChainableUndefined) or not resource_id:
-        return ""
-    return f"{str(base).rstrip('/')}/resources/{quote(str(resource_id), safe='')}"
+    return ui_url(context.get("ui_base_url"), resource_id)
 
 
 class _Environment(ImmutableSandboxedEnvironment):
@@ -294,8 +300,6 @@ def render(source: str, context: Mapping[str, Any], *, timeout: float = DEFAULT_
 
 def _render_error(exc: BaseException) -> TemplateError:
     line = getattr(exc, "lineno", None)
-    if isinstance(exc, _RenderTimeout):
-        return TemplateError("render timed out; simplify the loops")
     if isinstance(exc, SecurityError):
         return TemplateError(f"sandbox violation: {exc}", line=line)
     if isinstance(exc, UndefinedError):
