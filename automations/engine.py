@@ -64,6 +64,7 @@ CHECKPOINT = "engine"
 _NS = uuid5(NAMESPACE_URL, "https://runbell.dev/firing")
 _RECENT_EVENTS = 10_000
 _GLOB = set("*?![]")
+_ABSENT = object()  # undo marker: the key did not exist
 PAUSED_REFRESH = timedelta(seconds=1)
 
 
@@ -95,13 +96,18 @@ class Engine:
         self._own = {name: automation_resource(name)["resource.id"] for name in self.automations}
         self._last_triggered: dict[tuple[str, str], datetime] = {}  # for ``cooldown``
         self.paused: set[str] = set()
-        self._states: dict[str, State] = {name: State() for name in self.automations}
+        # Each automation's entries, changed in place (no copy per event); the State
+        # handed to an evaluator is a read-only view of them.
+        self._entries: dict[str, dict[str, Any]] = {name: {} for name in self.automations}
+        self._states: dict[str, State] = {
+            name: State(entries) for name, entries in self._entries.items()
+        }
         self._deadlines: dict[str, datetime] = {}
         self._held: dict[str, Any] = {}
         self._event_clock = EventClock()
         self._recent: OrderedDict[str, Event] = OrderedDict()
         self._processed_recent: OrderedDict[str, None] = OrderedDict()
-        self._undo: dict[str, State] | None = None
+        self._undo: dict[tuple[str, str], Any] | None = None  # (name, key) → entry before
         self._paused_at: datetime | None = None
         self._paused_version = 0
         # handle() and tick() both move the in-memory state: one at a time.
@@ -112,8 +118,8 @@ class Engine:
         """Restore trigger state, held followers and the event clock; open start windows."""
         loaded = await trigger_store.load(self.state.engine)
         for name, entries in loaded.states.items():
-            if name in self._states:
-                self._states[name] = State(entries)
+            if name in self._entries:
+                self._entries[name].update(entries)
         self._held = dict(loaded.held)
         # Resume the event clock where it stopped: time the process was down is not
         # time the bus was quiet, so no deadline passes before the backlog is read.
@@ -231,15 +237,19 @@ class Engine:
         Memory must never run ahead of the database: a batch that is not durable
         is delivered again and must meet the state it met the first time.
         """
-        undo: dict[str, State] = {}
+        undo: dict[tuple[str, str], Any] = {}
         held, clock = self._held, self._event_clock
         cooldowns = dict(self._last_triggered)
         self._undo = undo
         try:
             yield
         except BaseException:
-            for name, state in undo.items():
-                self._states[name] = state
+            for (name, key), entry in undo.items():
+                if entry is _ABSENT:
+                    self._entries[name].pop(key, None)
+                else:
+                    self._entries[name][key] = entry
+            for name in {name for name, _ in undo}:
                 self._refresh_deadline(name)
             self._held, self._event_clock = held, clock
             self._last_triggered = cooldowns
@@ -318,9 +328,14 @@ class Engine:
         intents: list[Intent] | None = None,
     ) -> None:
         if outcome.changes:
-            if self._undo is not None and name not in self._undo:
-                self._undo[name] = self._states[name]
-            self._states[name] = outcome.state
+            entries = self._entries[name]
+            for key, entry in outcome.changes.items():
+                if self._undo is not None and (name, key) not in self._undo:
+                    self._undo[(name, key)] = entries.get(key, _ABSENT)
+                if entry is None:
+                    entries.pop(key, None)
+                else:
+                    entries[key] = entry
             trigger_store.merge(pending, name, outcome.changes)
             self._refresh_deadline(name)
         if firings is None or intents is None:
@@ -365,6 +380,8 @@ class Engine:
             self._deadlines[name] = deadline
 
     def _track_held(self, held: Any, pending: Pending) -> None:
+        if not held and not self._held:
+            return  # the usual case: nobody waits for a leader
         for event_id in set(self._held) - set(held):
             pending.held_removed.add(event_id)
             pending.held_added.pop(event_id, None)
