@@ -258,5 +258,3 @@ class DeliveryState(StoreBase):
                 return "replayed"
             exists = (await conn.execute(select(table.c.id).where(table.c.id == outbox_id))).first()
         return "busy" if exists else "missing"
-
-    # -- notification grouping (automations/grouping_stage.py) -------------------

@@ -98,7 +98,7 @@ class GroupingStage(Protocol):
     (retries, rate limit, fallback).
     """
 
-    def claims(self, row: OutboxRow, firing: Firing | None) -> bool: ...
+    def claims(self, row: OutboxRow, firing: Firing) -> bool: ...
 
     async def absorb(self, jobs: Sequence[tuple[OutboxRow, Firing]], now: datetime) -> int: ...
 
@@ -133,7 +133,6 @@ class Dispatcher:
         grouping: GroupingStage | None = None,
     ) -> None:
         self.state = state
-        self.channels = channels
         self.clock = clock
         self.policy = policy or RetryPolicy()
         self.concurrency = concurrency
@@ -351,8 +350,7 @@ class Dispatcher:
             job = Job(row, firing, template_context(firing, self.ui_base_url))
             result = await self._execute(job)
         self._log(row, result)
-        policy = self.policy.for_action(row.action)
-        status, next_at = _next(row, result, now, policy)
+        status, next_at = _next(row, result, now, self.policy)
         attempt = AttemptRow(
             outbox_id=row.id,
             attempt=row.attempts,
@@ -439,10 +437,11 @@ class Dispatcher:
 
 
 def _next(
-    row: OutboxRow, result: ActionResult, now: datetime, policy: RetryPolicy
+    row: OutboxRow, result: ActionResult, now: datetime, defaults: RetryPolicy
 ) -> tuple[str, datetime | None]:
     if result.ok:
         return "sent", None
+    policy = defaults.for_action(row.action)  # read only on a failure: most attempts succeed
     too_old = now - row.created_at >= policy.max_age
     if not result.retryable or row.attempts >= policy.max_attempts or too_old:
         return "dead", None

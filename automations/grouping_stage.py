@@ -98,11 +98,11 @@ class NotifyGrouping:
         self._lock = asyncio.Lock()  # one writer per process; the database serialises the rest
 
     # -- the dispatcher's questions ------------------------------------------------
-    def claims(self, row: OutboxRow, firing: Firing | None) -> bool:
+    def claims(self, row: OutboxRow, firing: Firing) -> bool:
         """A grouped notify of a real firing (not a digest, not an invalid action)."""
         if row.action.get("type") != "notify" or not row.action.get("group_by"):
             return False
-        if firing is None or firing.state == DIGEST_STATE:
+        if firing.state == DIGEST_STATE:
             return False
         return _notify(row.action) is not None
 
