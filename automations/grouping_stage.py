@@ -131,7 +131,9 @@ class NotifyGrouping:
                     automation=automation,
                     action=index,
                 )
-                outcomes.extend(self._grouped(row, alert, state, now) for row, alert in pairs)
+                outcomes.extend(
+                    self._grouped(row, alert, state, index, now) for row, alert in pairs
+                )
             return GroupingChange(state, grouped=outcomes)
 
         async with self._lock:
@@ -185,9 +187,19 @@ class NotifyGrouping:
         )
 
     def _grouped(
-        self, row: OutboxRow, alert: Alert, state: GroupingState, now: datetime
+        self, row: OutboxRow, alert: Alert, state: GroupingState, action: int, now: datetime
     ) -> Outcome:
-        held = next(((k, g) for k, g in state.groups.items() if alert.id in g.alerts), None)
+        # The group of this very notify: one automation may group several notifies.
+        held = next(
+            (
+                (key, group)
+                for key, group in state.groups.items()
+                if group.automation == row.automation
+                and group.action == action
+                and alert.id in group.alerts
+            ),
+            None,
+        )
         if held is None:
             reason = "not grouped: no open group holds this alert (nothing was told it fired)"
         elif (kept := held[1].alerts[alert.id].firing_id) == alert.firing_id:
