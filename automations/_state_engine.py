@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
-from uuid import UUID
+from typing import Self
+from uuid import NAMESPACE_URL, UUID, uuid5
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from automations._state_model import (
     CheckpointRow,
+    EngineScopeRow,
     Firing,
     FiringRow,
     Intent,
@@ -33,16 +36,69 @@ class AlreadyProcessed(Exception):
         self.fresh = fresh
 
 
+class Fenced(Exception):
+    """A newer owner claimed this engine scope: this process must drop its copy of it."""
+
+
+_SCOPE_NS = uuid5(NAMESPACE_URL, "https://runbell.dev/engine-scope")
+
+
 class EngineState(StoreBase):
+    scope = ""  # "" = the one engine of an embedded service; else one shard's name
+    epoch: int | None = None  # set by claim(): commits are fenced on it
+
+    def scoped(self, scope: str) -> Self:
+        """The same database seen by one engine shard: its own processed ids and fence."""
+        other = copy.copy(self)
+        other.scope, other.epoch = scope, None
+        return other
+
+    def processed_key(self, event_id: UUID | str) -> str:
+        """The processed-id row of an event in this scope (36 characters either way)."""
+        if not self.scope:
+            return str(event_id)
+        return str(uuid5(_SCOPE_NS, f"{self.scope}/{event_id}"))
+
+    async def claim(self) -> int:
+        """Become this scope's owner: bump its epoch; older owners' commits now fail."""
+        table = EngineScopeRow.__table__  # type: ignore[attr-defined]
+        async with self.engine.begin() as conn:
+            stmt = insert_ignore(conn, table)
+            row = (
+                await conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["scope"], set_={"epoch": table.c.epoch + 1}
+                    ).returning(table.c.epoch),
+                    [{"scope": self.scope, "epoch": 1}],
+                )
+            ).first()
+        assert row is not None
+        self.epoch = int(row[0])
+        return self.epoch
+
+    async def _fence(self, conn: AsyncConnection) -> None:
+        """Inside a batch's transaction: still the owner? (locks the row until commit)."""
+        table = EngineScopeRow.__table__  # type: ignore[attr-defined]
+        result = await conn.execute(
+            update(table)
+            .where(table.c.scope == self.scope)
+            .where(table.c.epoch == self.epoch)
+            .values(epoch=self.epoch)
+        )
+        if result.rowcount != 1:
+            raise Fenced(f"engine scope {self.scope!r} was claimed by a newer owner")
+
     async def unprocessed(self, event_ids: Sequence[UUID]) -> set[UUID]:
         if not event_ids:
             return set()
-        wanted = [str(i) for i in event_ids]
+        keys = {self.processed_key(i): i for i in event_ids}
         table = ProcessedRow.__table__  # type: ignore[attr-defined]
         async with self.engine.connect() as conn:
-            rows = await conn.execute(select(table.c.event_id).where(table.c.event_id.in_(wanted)))
-            seen = {r[0] for r in rows}
-        return {i for i in event_ids if str(i) not in seen}
+            rows = await conn.execute(
+                select(table.c.event_id).where(table.c.event_id.in_(list(keys)))
+            )
+            seen = {keys[r[0]] for r in rows}
+        return {i for i in event_ids if i not in seen}
 
     async def commit_batch(
         self,
@@ -62,15 +118,18 @@ class EngineState(StoreBase):
         (one round trip less); if any id was processed before, the transaction is
         rolled back and :class:`AlreadyProcessed` names the ids that were fresh.
         """
-        processed_rows = [{"event_id": str(i), "at": now} for i in processed]
+        keys = {self.processed_key(i): str(i) for i in processed}
+        processed_rows = [{"event_id": key, "at": now} for key in keys]
         async with self.engine.begin() as conn:
+            if self.epoch is not None:
+                await self._fence(conn)
             if processed_rows:
                 stmt = insert_ignore(conn, ProcessedRow.__table__)  # type: ignore[attr-defined]
                 stmt = stmt.on_conflict_do_nothing()
                 if require_fresh:
                     table = ProcessedRow.__table__  # type: ignore[attr-defined]
                     inserted = await conn.execute(stmt.returning(table.c.event_id), processed_rows)
-                    fresh = {row[0] for row in inserted}
+                    fresh = {keys[row[0]] for row in inserted}
                     if len(fresh) != len(processed_rows):
                         raise AlreadyProcessed(fresh)
                 else:

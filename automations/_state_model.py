@@ -111,6 +111,15 @@ class ProcessedRow(SQLModel, table=True):
     at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False, index=True))
 
 
+class EngineScopeRow(SQLModel, table=True):
+    """One engine shard's ownership epoch: a new owner bumps it, a stale one is fenced."""
+
+    __tablename__ = "engine_scopes"
+
+    scope: str = Field(primary_key=True, max_length=200)
+    epoch: int = Field(default=0, nullable=False)
+
+
 class CheckpointRow(SQLModel, table=True):
     __tablename__ = "engine_checkpoints"
 
@@ -302,8 +311,10 @@ def add_missing_columns(conn: Connection) -> None:
     newer nullable/defaulted columns here, so it keeps working after an upgrade.
     """
     inspector = inspect(conn)
-    tables = (OutboxRow.__table__, AttemptRow.__table__)  # type: ignore[attr-defined]
-    for table in tables:
+    existing = set(inspector.get_table_names())
+    for table in SQLModel.metadata.sorted_tables:
+        if table.name not in existing:
+            continue
         present = {c["name"] for c in inspector.get_columns(table.name)}
         for column in table.columns:
             if column.name not in present:

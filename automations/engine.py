@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -83,8 +83,15 @@ class Engine:
         *,
         on_intents: Callable[[], None] | None = None,
         record: bool = False,
+        ordered: bool = False,
+        forward: Callable[[list[Event]], Awaitable[None]] | None = None,
     ) -> None:
+        """``ordered``: the input was already put in ``follows`` order upstream (a shard
+        fed by the router), so nothing is held here. ``forward``: the router's hook,
+        handed every admitted event, in order, before the batch commits."""
         self.state = state
+        self.ordered = ordered
+        self.forward = forward
         self.clock = clock
         self.on_intents = on_intents
         self.record = record
@@ -116,7 +123,7 @@ class Engine:
     # -- lifecycle ---------------------------------------------------------------
     async def load(self) -> None:
         """Restore trigger state, held followers and the event clock; open start windows."""
-        loaded = await trigger_store.load(self.state.engine)
+        loaded = await trigger_store.load(self.state.engine, self.state.scope)
         for name, entries in loaded.states.items():
             if name in self._entries:
                 self._entries[name].update(entries)
@@ -147,8 +154,13 @@ class Engine:
                 intents=[],
                 now=self.clock.now(),
                 checkpoint=None,
-                extra=lambda conn: trigger_store.write(conn, pending),
+                extra=lambda conn: trigger_store.write(conn, pending, self.state.scope),
             )
+
+    def advance_clock(self, occurred: datetime) -> None:
+        """Event time seen upstream (the router's watermark): deadlines never run ahead
+        of a backlog this shard has not been handed yet."""
+        self._event_clock = self._event_clock.at(occurred, self.clock.now())
 
     # -- events --------------------------------------------------------------------
     async def handle(self, events: list[Event]) -> None:
@@ -183,6 +195,8 @@ class Engine:
     async def _seen_leaders(self, batch: list[Event]) -> set[UUID]:
         """Leaders (``follows``) already processed: this process remembers recent ones."""
         leaders = {e.follows for e in batch if e.follows is not None}
+        if self.ordered:
+            return leaders  # ordered upstream: every leader has been handled
         unknown = [i for i in leaders if str(i) not in self._processed_recent]
         seen = leaders.difference(unknown)
         if unknown:
@@ -196,6 +210,7 @@ class Engine:
         firings: list[Firing] = []
         intents: list[Intent] = []
         done: set[UUID] = set()
+        admitted: list[Event] = []
         with self._undoable():
             for event in batch:
                 done.add(event.id)
@@ -214,6 +229,10 @@ class Engine:
                 for ready in admission.ready:
                     self._remember(ready)
                     self._evaluate(ready, ready.received or arrival, pending, firings, intents)
+                if self.forward is not None:
+                    admitted.extend(admission.ready)
+            if admitted and self.forward is not None:
+                await self.forward(admitted)
             if done:
                 pending.clock = self._event_clock
             received = [e.received for e in batch if e.received is not None]
@@ -303,6 +322,8 @@ class Engine:
         for event in admission.ready:
             self._remember(event)
             self._evaluate(event, wall, pending, firings, intents)
+        if admission.ready and self.forward is not None:
+            await self.forward(list(admission.ready))
         event_now = self._event_clock.as_of(wall)
         for name, deadline in list(self._deadlines.items()):
             if deadline <= event_now:
@@ -432,7 +453,11 @@ class Engine:
             intents=intents,
             now=self.clock.now(),
             checkpoint=checkpoint,
-            extra=(lambda conn: trigger_store.write(conn, pending)) if pending else None,
+            extra=(
+                (lambda conn: trigger_store.write(conn, pending, self.state.scope))
+                if pending
+                else None
+            ),
             require_fresh=require_fresh,
         )
         if self.record:

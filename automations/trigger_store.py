@@ -41,6 +41,9 @@ class HeldEventRow(SQLModel, table=True):
     __tablename__ = "held_events"
 
     event_id: str = Field(primary_key=True, max_length=36)
+    scope: str = Field(  # the engine shard holding it
+        default="", sa_column=Column(String(200), nullable=False, server_default="", index=True)
+    )
     follows: str = Field(max_length=36, index=True)
     arrival: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
     event: str = Field(sa_column=Column(Text, nullable=False))
@@ -75,7 +78,12 @@ class Loaded:
     clock: EventClock
 
 
-async def load(engine: AsyncEngine) -> Loaded:
+def _clock_name(scope: str) -> str:
+    return f"clock/{scope}" if scope else "clock"
+
+
+async def load(engine: AsyncEngine, scope: str = "") -> Loaded:
+    """Everything one engine scope left behind ("" = the one embedded engine)."""
     states: dict[str, dict[str, Bucket | Composite | MetricWindow]] = {}
     held: dict[str, Held] = {}
     clock = EventClock()
@@ -85,15 +93,16 @@ async def load(engine: AsyncEngine) -> Loaded:
     async with engine.connect() as conn:
         for row in await conn.execute(select(entries)):
             states.setdefault(row.automation, {})[row.key] = _ENTRY.validate_json(row.entry)
-        for row in await conn.execute(select(held_table)):
+        for row in await conn.execute(select(held_table).where(held_table.c.scope == scope)):
             held[row.event_id] = Held(row.follows, row.arrival, row.event)
-        found = (await conn.execute(select(meta.c.value).where(meta.c.name == "clock"))).first()
+        clock_name = _clock_name(scope)
+        found = (await conn.execute(select(meta.c.value).where(meta.c.name == clock_name))).first()
     if found:
         clock = _CLOCK.validate_json(found[0])
     return Loaded(states, held, clock)
 
 
-async def write(conn: AsyncConnection, pending: Pending) -> None:
+async def write(conn: AsyncConnection, pending: Pending, scope: str = "") -> None:
     """Apply ``pending`` inside the caller's transaction."""
     entries = TriggerStateRow.__table__  # type: ignore[attr-defined]
     held_table = HeldEventRow.__table__  # type: ignore[attr-defined]
@@ -126,14 +135,20 @@ async def write(conn: AsyncConnection, pending: Pending) -> None:
             held_table.delete().where(held_table.c.event_id.in_(list(pending.held_removed)))
         )
     added = [
-        {"event_id": i, "follows": h.follows, "arrival": h.arrival, "event": h.event}
+        {
+            "event_id": i,
+            "scope": scope,
+            "follows": h.follows,
+            "arrival": h.arrival,
+            "event": h.event,
+        }
         for i, h in pending.held_added.items()
         if i not in pending.held_removed
     ]
     if added:
         await conn.execute(_insert_ignore(conn, held_table).on_conflict_do_nothing(), added)
     if pending.clock is not None:
-        await _put_meta(conn, "clock", _CLOCK.dump_json(pending.clock).decode())
+        await _put_meta(conn, _clock_name(scope), _CLOCK.dump_json(pending.clock).decode())
 
 
 async def _put_meta(conn: AsyncConnection, name: str, value: str) -> None:

@@ -190,6 +190,12 @@ class EventClock:
             occurred = self.occurred
         return EventClock(occurred, arrival)
 
+    def at(self, occurred: datetime, seen_at: datetime) -> EventClock:
+        """Moved forward to ``occurred`` (a watermark seen at ``seen_at``); never back."""
+        if self.occurred is not None and occurred <= self.occurred:
+            return self
+        return EventClock(min(occurred, seen_at), seen_at)
+
     def as_of(self, now: datetime) -> datetime:
         """Lag-corrected event time at wall time ``now``: the clock for ``on_time``."""
         if self.occurred is None or self.seen_at is None:
