@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
+from typing import Any, Protocol
 
 import httpx
 
+from notifiers._lean_http import HttpError, HttpTimeout, UnsupportedUrl
 from notifiers.channel import is_retryable_status
 from notifiers.model import SendResult
 from notifiers.secrets import Redactor
@@ -43,6 +46,20 @@ class _HttpxScrubber(logging.Filter):
 
 logging.getLogger("httpx").addFilter(_HttpxScrubber())
 
+
+class Answer(Protocol):
+    """What the failure helpers read from a response (``httpx`` or the lean client's)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, Any]: ...
+
+    @property
+    def text(self) -> str: ...
+
+
 # Longest body excerpt quoted in a failure reason.
 _EXCERPT = 200
 
@@ -60,7 +77,7 @@ def elapsed_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
 
-def retry_after_seconds(response: httpx.Response) -> float | None:
+def retry_after_seconds(response: Answer) -> float | None:
     """``Retry-After`` in seconds: delta-seconds, or an HTTP-date measured against ``Date``.
 
     The HTTP-date form is measured against the response's own ``Date`` header,
@@ -82,7 +99,7 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
 
 
 def status_failure(
-    target: str, started: float, response: httpx.Response, what: str, detail: str = ""
+    target: str, started: float, response: Answer, what: str, detail: str = ""
 ) -> SendResult:
     """A non-2xx answer: retryable for 5xx/429/408/425, with ``Retry-After`` when given."""
     code = response.status_code
@@ -101,11 +118,18 @@ def status_failure(
 
 
 def exception_result(target: str, started: float, exc: Exception, timeout: float) -> SendResult:
-    """Translate an httpx exception: timeouts and transport errors are retryable.
+    """Translate an httpx or lean-client exception: timeouts and transport errors are
+    retryable.
 
     The reason names the exception type only; httpx messages can quote URLs.
     """
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, HttpTimeout):
+        reason = f"timed out after {timeout:g}s"
+        retryable = True
+    elif isinstance(exc, HttpError):
+        reason = str(exc)
+        retryable = not isinstance(exc, UnsupportedUrl)
+    elif isinstance(exc, httpx.TimeoutException):
         reason = f"timed out after {timeout:g}s ({type(exc).__name__})"
         retryable = True
     elif isinstance(exc, httpx.TransportError):
