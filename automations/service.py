@@ -9,9 +9,12 @@ Two shapes, one code path:
   instant loses nothing, and processed ids plus deterministic firing ids make
   the overlap harmless.
 * **kafka**: ingestion answers once the broker has acknowledged the events; a
-  ``runbell-store`` consumer group writes them to the store and the
-  ``runbell-engine`` group evaluates them. Offsets are committed after the
-  handlers' writes are durable.
+  ``runbell-store`` consumer group writes them to the store, the
+  ``runbell-router`` group orders them per resource and forwards them to the
+  engine topic, partitioned by automation, where the ``runbell-engine-shards``
+  group evaluates them (see :mod:`automations.partitioning`): any number of
+  replicas share the work and never share a bucket. Offsets are committed after
+  the handlers' writes are durable.
 """
 
 from __future__ import annotations
@@ -29,9 +32,18 @@ from automations.channels import build_channels, build_controllers, close_all
 from automations.dispatcher import Dispatcher
 from automations.engine import CHECKPOINT, Engine
 from automations.grouping_stage import NotifyGrouping
+from automations.partitioning import (
+    ROUTER_GROUP,
+    SHARD_GROUP,
+    Partitioned,
+    Router,
+    router_config,
+    shard_config,
+)
 from automations.settings import Settings
 from automations.spec import Config
 from automations.state import PROCESSED_RETENTION, StateStore
+from events._kafka_bus import KafkaBus, PartitionHandler
 from events._sql_store import SqlEventStore
 from events.bus import EventBus, bus_from_url
 from events.clock import Clock, SystemClock
@@ -88,20 +100,70 @@ class Service:
             ),
         )
         self.engine = Engine(config, self.state, self.clock, on_intents=self.dispatcher.wake)
+        self.shard_bus: KafkaBus | None = None
+        self.routers: Partitioned | None = None
+        self.shards: Partitioned | None = None
+        if not settings.embedded:
+            self._partition(settings, config)
         self._ingest_queue: list[tuple[list[Event], asyncio.Future[None]]] = []
         self._ingest_writer: asyncio.Task[None] | None = None
         self._last_received: datetime | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._timer: asyncio.Task[None] | None = None
         self._timer_wake = asyncio.Event()
+        self._stopped = False
+
+    def _partition(self, settings: Settings, config: Config) -> None:
+        """Kafka: routers per events partition, shards per engine-topic partition."""
+        partitions = settings.engine_partitions
+        shard_bus = KafkaBus(settings.bus_url, settings.shard_topic, partitions=partitions)
+        router = Router(
+            config, partitions, shard_bus.publish_to, shard_bus.publish_watermark, self.clock
+        )
+        routed = router_config(config)
+        self.shard_bus = shard_bus
+        self.routers = Partitioned(
+            ROUTER_GROUP,
+            lambda p: Engine(
+                routed, self.state.scoped(f"route/{p}"), self.clock, forward=router.forward
+            ),
+        )
+        self.shards = Partitioned(
+            SHARD_GROUP,
+            lambda p: Engine(
+                shard_config(config, p, partitions),
+                self.state.scoped(f"shard/{p}"),
+                self.clock,
+                on_intents=self.dispatcher.wake,
+                ordered=True,
+            ),
+        )
 
     async def start(self) -> None:
         await self.store.start()
         await self.state.create_tables()
-        await self.engine.load()
-        self.bus.subscribe(ENGINE_GROUP, self._engine_batch)
-        if not self.settings.embedded:
+        if self.settings.embedded:
+            await self.engine.load()
+            self.bus.subscribe(ENGINE_GROUP, self._engine_batch)
+        else:
+            if not isinstance(self.bus, KafkaBus) or not self.shard_bus:
+                raise TypeError(f"not a Kafka bus: {self.settings.bus_url!r}")
+            if self.routers is None or self.shards is None:
+                raise TypeError("engine shards not set up")
             self.bus.subscribe(STORE_GROUP, self._store_batch)
+            self.bus.subscribe_partitions(
+                ROUTER_GROUP,
+                self._partitioned_batch(self.routers),
+                assigned=self.routers.assigned,
+                revoked=self.routers.revoked,
+            )
+            self.shard_bus.subscribe_partitions(
+                SHARD_GROUP,
+                self._partitioned_batch(self.shards),
+                assigned=self.shards.assigned,
+                revoked=self.shards.revoked,
+            )
+            await self.shard_bus.start()
         await self.bus.start()
         if self.settings.embedded:
             await self._recover()
@@ -117,6 +179,10 @@ class Service:
         )
 
     async def stop(self) -> None:
+        """Stop everything; a second call does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         for task in (self._housekeeping, self._timer):
             if task is not None:
                 task.cancel()
@@ -126,6 +192,8 @@ class Service:
         await self.channels.aclose()
         await close_all(*self.controllers.values())
         await self.bus.stop()
+        if self.shard_bus is not None:
+            await self.shard_bus.stop()
         await self.store.stop()
         await self.db.dispose()
 
@@ -179,19 +247,39 @@ class Service:
         await self.engine.handle(events)
         self._timer_wake.set()  # the batch may have armed an earlier deadline
 
+    def _partitioned_batch(self, group: Partitioned) -> PartitionHandler:
+        async def handle(partition: int, events: list[Event], watermark: datetime | None) -> None:
+            await group.handle(partition, events, watermark)
+            self._timer_wake.set()
+
+        return handle
+
+    def _next_wakeup(self) -> datetime | None:
+        if self.routers is None or self.shards is None:
+            return self.engine.next_wakeup()
+        moments = [m for m in (self.routers.next_wakeup(), self.shards.next_wakeup()) if m]
+        return min(moments, default=None)
+
+    async def _tick(self) -> None:
+        if self.routers is None or self.shards is None:
+            await self.engine.tick()
+        else:
+            await self.routers.tick()
+            await self.shards.tick()
+
     async def _timer_forever(self) -> None:
         """Settle deadlines when they fall due (a timer, not a poll)."""
         while True:
             self._timer_wake.clear()
-            wake_at = self.engine.next_wakeup()
+            wake_at = self._next_wakeup()
             delay = None if wake_at is None else (wake_at - self.clock.now()).total_seconds()
             if delay is None or delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._timer_wake.wait(), delay)
                 continue
             try:
-                await self.engine.tick()
-                stuck = self.engine.next_wakeup() == wake_at
+                await self._tick()
+                stuck = self._next_wakeup() == wake_at
             except Exception as exc:  # the next wake-up retries
                 log.error("engine_tick_failed", error=str(exc))
                 stuck = True

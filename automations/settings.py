@@ -33,9 +33,15 @@ class Settings:
     retention: timedelta = timedelta(days=30)
     topic: str = "runbell.events"
     kafka_partitions: int = 4
+    engine_topic: str | None = None  # Kafka: events routed to engine shards (<topic>.shards)
+    engine_partitions: int = 12  # shards: the most engine replicas that can share work
     max_body_bytes: int = 16 * 1024 * 1024
     ui_url: str | None = None  # orchestrator UI base, for links in messages (``ui_url``)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def shard_topic(self) -> str:
+        return self.engine_topic or f"{self.topic}.shards"
 
     @property
     def embedded(self) -> bool:
@@ -52,6 +58,8 @@ class Settings:
             "retention": parse_duration(env.get("RUNBELL_RETENTION", "30d")),
             "topic": env.get("RUNBELL_TOPIC", "runbell.events"),
             "kafka_partitions": int(env.get("RUNBELL_KAFKA_PARTITIONS", "4")),
+            "engine_topic": env.get("RUNBELL_ENGINE_TOPIC") or None,
+            "engine_partitions": int(env.get("RUNBELL_ENGINE_PARTITIONS", "12")),
             "ui_url": env.get("RUNBELL_UI_URL") or None,
             "env": env,
         }

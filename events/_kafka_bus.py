@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from faststream.exceptions import FastStreamException, NackMessage
@@ -36,7 +38,21 @@ if TYPE_CHECKING:
     from aiokafka import ConsumerRecord
     from faststream.message import StreamMessage
 
-__all__ = ["KafkaBus", "parse_kafka_url"]
+__all__ = [
+    "WATERMARK_HEADER",
+    "KafkaBus",
+    "PartitionHandler",
+    "PartitionListener",
+    "parse_kafka_url",
+]
+
+WATERMARK_HEADER = "runbell-watermark"
+"""A record with this header carries no event: its value is an ISO 8601 event time
+up to which the publisher has handed everything on (see ``publish_watermark``)."""
+
+PartitionHandler = Callable[[int, list[Event], datetime | None], Awaitable[None]]
+"""``(partition, events in partition order, newest watermark in the batch or None)``."""
+PartitionListener = Callable[[set[int]], Awaitable[None]]
 
 _log = structlog.get_logger(__name__)
 
@@ -65,6 +81,31 @@ class _Subscription:
     group: str
     handler: BatchHandler
     max_batch: int
+
+
+@dataclass(frozen=True)
+class _PartitionSubscription:
+    group: str
+    handler: PartitionHandler
+    max_batch: int
+    assigned: PartitionListener
+    revoked: PartitionListener
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """aiokafka's hooks, narrowed to this bus's topic: partition numbers only."""
+
+    def __init__(self, topic: str, sub: _PartitionSubscription) -> None:
+        self.topic, self.sub = topic, sub
+
+    def _ours(self, partitions: set[TopicPartition]) -> set[int]:
+        return {tp.partition for tp in partitions if tp.topic == self.topic}
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.sub.revoked(self._ours(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.sub.assigned(self._ours(assigned))
 
 
 class KafkaBus:
@@ -97,6 +138,7 @@ class KafkaBus:
         self._retry_max = retry_max
         self._graceful_timeout = graceful_timeout
         self._subscriptions: dict[str, _Subscription] = {}
+        self._partitioned: dict[str, _PartitionSubscription] = {}
         self._broker: KafkaBroker | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -105,6 +147,27 @@ class KafkaBus:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self._subscriptions[group] = _Subscription(group, handler, max_batch)
+
+    def subscribe_partitions(
+        self,
+        group: str,
+        handler: PartitionHandler,
+        *,
+        assigned: PartitionListener,
+        revoked: PartitionListener,
+        max_batch: int = 500,
+    ) -> None:
+        """Like ``subscribe``, for a handler that keeps state per partition.
+
+        ``assigned``/``revoked`` run inside the group's rebalance, before records of
+        a newly assigned partition are handed out and after the last batch of a
+        revoked one returned; ``handler`` gets each partition's share of a batch.
+        """
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self._partitioned[group] = _PartitionSubscription(
+            group, handler, max_batch, assigned, revoked
+        )
 
     async def start(self) -> None:
         if self._broker is not None:
@@ -155,6 +218,47 @@ class KafkaBus:
                     f"the broker did not acknowledge a record on {self.topic!r}: {result!r}"
                 ) from result
 
+    async def publish_to(self, partition: int, events: Sequence[Event]) -> None:
+        """Send events to one partition (keyed as usual), acknowledged together."""
+        await self._send(
+            [(event.to_json(), event.resource_id.encode(), None) for event in events],
+            partition,
+        )
+
+    async def publish_watermark(self, partitions: Sequence[int], occurred: datetime) -> None:
+        """Tell each partition's consumer that event time has reached ``occurred``."""
+        value = occurred.isoformat().encode()
+        for partition in partitions:
+            await self._send([(value, None, {WATERMARK_HEADER: "1"})], partition)
+
+    async def _send(
+        self,
+        records: Sequence[tuple[bytes, bytes | None, dict[str, str] | None]],
+        partition: int,
+    ) -> None:
+        broker = self._broker
+        if broker is None:
+            raise BusError("the Kafka bus is not started; call start() before publish()")
+        try:
+            futures = [
+                await broker.publish(
+                    value,
+                    self.topic,
+                    key=key,
+                    partition=partition,
+                    headers=headers,
+                    no_confirm=True,
+                )
+                for value, key, headers in records
+            ]
+        except (KafkaError, FastStreamException) as exc:
+            raise BusError(f"could not publish to {self.topic!r}: {exc!r}") from exc
+        for result in await asyncio.gather(*futures, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise BusError(
+                    f"the broker did not acknowledge a record on {self.topic!r}: {result!r}"
+                ) from result
+
     # -- internals ---------------------------------------------------------
     async def _ensure_topic(self) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self._servers)
@@ -200,6 +304,17 @@ class KafkaBus:
                 ack_policy=AckPolicy.NACK_ON_ERROR,
                 decoder=_raw_records,
             )(self._consumer(sub))
+        for part in self._partitioned.values():
+            broker.subscriber(
+                Topic(self.topic, declare=False),
+                batch=True,
+                group_id=part.group,
+                max_records=part.max_batch,
+                auto_offset_reset="earliest",
+                ack_policy=AckPolicy.NACK_ON_ERROR,
+                decoder=_raw_records,
+                listener=_Rebalance(self.topic, part),
+            )(self._partition_consumer(part))
         return broker
 
     def _consumer(self, sub: _Subscription) -> Any:
@@ -229,6 +344,51 @@ class KafkaBus:
             failures = 0
 
         return consume
+
+    def _partition_consumer(self, sub: _PartitionSubscription) -> Any:
+        failures = 0
+        topic = self.topic
+
+        async def consume(records: tuple[ConsumerRecord[bytes, bytes], ...]) -> None:
+            nonlocal failures
+            by_partition: dict[int, list[ConsumerRecord[bytes, bytes]]] = {}
+            for record in records:
+                by_partition.setdefault(record.partition, []).append(record)
+            try:
+                for partition, share in by_partition.items():
+                    marks = [r for r in share if _is_watermark(r)]
+                    events = _parse([r for r in share if not _is_watermark(r)])
+                    await sub.handler(partition, events, _newest_watermark(marks))
+            except Exception as exc:
+                failures += 1
+                await back_off(
+                    exc,
+                    group=sub.group,
+                    topic=topic,
+                    attempt=failures,
+                    initial=self._retry_initial,
+                    maximum=self._retry_max,
+                )
+                raise NackMessage() from exc
+            failures = 0
+
+        return consume
+
+
+def _is_watermark(record: ConsumerRecord[bytes, bytes]) -> bool:
+    return any(name == WATERMARK_HEADER for name, _ in record.headers or ())
+
+
+def _newest_watermark(records: Sequence[ConsumerRecord[bytes, bytes]]) -> datetime | None:
+    newest: datetime | None = None
+    for record in records:
+        try:
+            mark = datetime.fromisoformat((record.value or b"").decode())
+        except ValueError:
+            _log.warning("bus_invalid_watermark", topic=record.topic, offset=record.offset)
+            continue
+        newest = mark if newest is None or mark > newest else newest
+    return newest
 
 
 async def _raw_records(
