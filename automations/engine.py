@@ -184,6 +184,12 @@ class Engine:
             unique.setdefault(event.id, event)
         batch = list(unique.values())
         seen_leaders = await self._seen_leaders(batch)
+        if self.forward is not None:
+            # A router must not forward a redelivery again: ask first, then evaluate.
+            fresh_ids = await self.state.unprocessed([e.id for e in batch])
+            fresh = [e for e in batch if e.id in fresh_ids]
+            await self._run_batch(fresh, seen_leaders, require_fresh=False)
+            return
         try:
             # Optimistic: evaluate as if every id were new and let the commit check
             # (one round trip less); a redelivery is the rare case that is redone.
