@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from automations.testing import settle
 from events import MAX_EVENT_BYTES
 from notifiers.testing import RecordingNotifier
-from tests.automations.service_harness import Running, failed_run, running_service
+from tests.automations.service_harness import TOKEN, Running, failed_run, running_service
 
 ENV = {"HOOK_URL": "json://127.0.0.1:9/never-used"}
 
@@ -137,6 +138,29 @@ async def test_everything_but_health_needs_the_token(api: Running) -> None:
         assert (await anon.get("/api/events")).status_code == 401
         wrong = {"Authorization": "Bearer nope"}
         assert (await anon.get("/api/firings", headers=wrong)).status_code == 401
+
+
+async def test_post_events_fast_path_answers_like_the_other_routes(api: Running) -> None:
+    """POST /api/events is served ahead of FastAPI's stack: same 401 (body, challenge),
+    a case-insensitive Bearer scheme, a streamed (chunked) body, 422 naming the field."""
+    transport = api.client._transport
+    async with httpx.AsyncClient(transport=transport, base_url="http://runbell.test") as anon:
+        refused = await anon.post("/api/events", json=failed_run())
+        reference = await anon.get("/api/events")
+        lower = {"Authorization": f"bearer {TOKEN}"}
+
+        encoded = orjson.dumps(failed_run())
+
+        async def chunks() -> Any:
+            yield encoded[:20]
+            yield encoded[20:]
+
+        streamed = await anon.post("/api/events", content=chunks(), headers=lower)
+        bad = await anon.post("/api/events", json={"resource": {}}, headers=lower)
+    assert (refused.status_code, refused.json()) == (401, reference.json())
+    assert refused.headers["www-authenticate"] == reference.headers["www-authenticate"]
+    assert streamed.status_code == 202 and len(streamed.json()["accepted"]) == 1
+    assert bad.status_code == 422 and bad.json()["detail"]
 
 
 async def test_query_filters_and_cursor(api: Running) -> None:
