@@ -89,7 +89,7 @@ class Service:
             self.channels.notifiers,
             self.clock,
             controllers=self.controllers,
-            emit=self.ingest,
+            emit=self.ingest_trail,
             rate_limits=self.channels.rate_limits,
             ui_base_url=settings.ui_url,
             grouping=NotifyGrouping(
@@ -105,7 +105,8 @@ class Service:
         self.shards: Partitioned | None = None
         if not settings.embedded:
             self._partition(settings, config)
-        self._ingest_queue: list[tuple[list[Event], asyncio.Future[None]]] = []
+        # (events, answered when durable, whether the engine must see them all)
+        self._ingest_queue: list[tuple[list[Event], asyncio.Future[None], bool]] = []
         self._ingest_writer: asyncio.Task[None] | None = None
         self._last_received: datetime | None = None
         self._housekeeping: asyncio.Task[None] | None = None
@@ -163,8 +164,9 @@ class Service:
                 assigned=self.shards.assigned,
                 revoked=self.shards.revoked,
             )
-            await self.shard_bus.start()
-        await self.bus.start()
+            # Each group's first join waits out the broker's join window: together.
+            await asyncio.gather(self.shard_bus.start(), self.bus.start())
+        await self.bus.start()  # embedded; a no-op for an already started Kafka bus
         if self.settings.embedded:
             await self._recover()
         await self.dispatcher.start(exclusive=self.settings.embedded)
@@ -204,8 +206,18 @@ class Service:
         drains everything queued since its last write in one transaction and
         one publish, in arrival order, then answers each caller.
         """
+        return await self._enqueue(events, engine_sees_all=True)
+
+    async def ingest_trail(self, events: Sequence[Event]) -> list[UUID]:
+        """The dispatcher's ``automation.action.*`` events: stored (and, on Kafka,
+        published) like any event; on the embedded bus, whose one reader is the engine,
+        only those some automation could match (``CandidateIndex``) are published.
+        Recovery replays the others from the store after the checkpoint, harmlessly."""
+        return await self._enqueue(events, engine_sees_all=False)
+
+    async def _enqueue(self, events: Sequence[Event], *, engine_sees_all: bool) -> list[UUID]:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._ingest_queue.append((list(events), done))
+        self._ingest_queue.append((list(events), done, engine_sees_all))
         if self._ingest_writer is None or self._ingest_writer.done():
             self._ingest_writer = asyncio.create_task(self._write_ingested())
         await done
@@ -214,25 +226,27 @@ class Service:
     async def _write_ingested(self) -> None:
         while self._ingest_queue:
             waiting, self._ingest_queue = self._ingest_queue, []
-            stamped = [
-                event.with_received(self._next_received())
-                for events, _ in waiting
-                for event in events
-            ]
+            stamped: list[Event] = []
+            unread: set[UUID] = set()  # trail events no automation could match
+            for events, _, engine_sees_all in waiting:
+                for event in events:
+                    stamped.append(event.with_received(self._next_received()))
+                    if not engine_sees_all and not self.engine.index.candidates(event):
+                        unread.add(event.id)
             try:
                 if self.settings.embedded:
                     # Store first, then the bus, in this one writer: bus order is
                     # arrival order, which the recovery watermark relies on.
-                    new = set(await self.store.insert(stamped))
+                    new = set(await self.store.insert(stamped)) - unread
                     await self.bus.publish([e for e in stamped if e.id in new])
                 else:
                     await self.bus.publish(stamped)
             except Exception as exc:
-                for _, done in waiting:
+                for _, done, _ in waiting:
                     if not done.done():
                         done.set_exception(exc)
                 continue
-            for _, done in waiting:
+            for _, done, _ in waiting:
                 if not done.done():
                     done.set_result(None)
 

@@ -14,6 +14,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -28,7 +29,9 @@ from automations.settings import Settings
 from automations.spec import Config
 from automations.state import FiringRow, ProcessedRow
 from events.model import Event
+from events.testing import FakeClock
 
+T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 ENGINE_PARTITIONS = 6
 DEPLOYMENTS = 6
 
@@ -187,3 +190,59 @@ async def test_replicas_share_partitions_and_hand_state_over(
     assert len(firings.get("all-failures", [])) == 1
     assert len(firings.get("each-failure", [])) == 3 * DEPLOYMENTS
     assert top_epoch is not None and top_epoch >= 3, "no scope was handed over twice"
+
+
+PROACTIVE_YAML = """
+automations:
+  - name: stuck-run
+    trigger:
+      type: event
+      posture: Proactive
+      after: [flow-run.Running]
+      expect: [flow-run.Completed, flow-run.Failed]
+      for_each: [resource.id]
+      within: 10m
+    actions: [{type: do-nothing}]
+"""
+
+
+async def test_a_shard_settles_proactive_deadlines_on_event_time(
+    tmp_path: Path, kafka_url: str, fresh_postgres_url: str, unique_topic: str
+) -> None:
+    """Deadlines live in the shard that owns the automation and fire from its timer."""
+    config_file = tmp_path / "automations.yaml"
+    config_file.write_text(PROACTIVE_YAML)
+    config = load_config([config_file], {})
+    settings = Settings(
+        bus_url=kafka_url,
+        database_url=fresh_postgres_url,
+        topic=unique_topic,
+        engine_partitions=ENGINE_PARTITIONS,
+    )
+    clock = FakeClock(T0)
+    running = Event.model_validate(
+        {
+            "id": str(uuid4()),
+            "occurred": T0.isoformat(),
+            "event": "flow-run.Running",
+            "resource": {"resource.id": "flow-run.stuck"},
+        }
+    )
+    service = Service(settings, config, clock=clock)
+    await service.start()
+    try:
+        assert service.shards is not None
+        await service.ingest([running])
+        await _until_processed(service, [running])
+        wake = service.shards.next_wakeup()
+        assert wake == T0 + timedelta(minutes=10), wake  # armed in the owning shard
+        await clock.advance(timedelta(minutes=9))
+        await service.shards.tick()
+        assert "stuck-run" not in await _firings(service)  # not yet
+        await clock.advance(timedelta(minutes=2))
+        await service.shards.tick()  # (or the service's own timer got there first)
+        [firing] = (await _firings(service))["stuck-run"]
+        assert firing["bucket"] == {"resource.id": "flow-run.stuck"}
+        assert firing["at"] == T0 + timedelta(minutes=10)
+    finally:
+        await service.stop()
