@@ -123,7 +123,8 @@ class Engine:
     # -- lifecycle ---------------------------------------------------------------
     async def load(self) -> None:
         """Restore trigger state, held followers and the event clock; open start windows."""
-        loaded = await trigger_store.load(self.state.engine, self.state.scope)
+        mine = list(self.automations) if self.state.scope else None  # a shard's own
+        loaded = await trigger_store.load(self.state.engine, self.state.scope, mine)
         for name, entries in loaded.states.items():
             if name in self._entries:
                 self._entries[name].update(entries)

@@ -7,7 +7,7 @@ resumes exactly where the last committed batch left off.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -82,8 +82,11 @@ def _clock_name(scope: str) -> str:
     return f"clock/{scope}" if scope else "clock"
 
 
-async def load(engine: AsyncEngine, scope: str = "") -> Loaded:
-    """Everything one engine scope left behind ("" = the one embedded engine)."""
+async def load(
+    engine: AsyncEngine, scope: str = "", automations: Collection[str] | None = None
+) -> Loaded:
+    """Everything one engine scope left behind ("" = the one embedded engine);
+    ``automations``: only those automations' entries (a shard's own)."""
     states: dict[str, dict[str, Bucket | Composite | MetricWindow]] = {}
     held: dict[str, Held] = {}
     clock = EventClock()
@@ -91,7 +94,10 @@ async def load(engine: AsyncEngine, scope: str = "") -> Loaded:
     held_table = HeldEventRow.__table__  # type: ignore[attr-defined]
     meta = EngineMetaRow.__table__  # type: ignore[attr-defined]
     async with engine.connect() as conn:
-        for row in await conn.execute(select(entries)):
+        query = select(entries)
+        if automations is not None:
+            query = query.where(entries.c.automation.in_(list(automations)))
+        for row in await conn.execute(query):
             states.setdefault(row.automation, {})[row.key] = _ENTRY.validate_json(row.entry)
         for row in await conn.execute(select(held_table).where(held_table.c.scope == scope)):
             held[row.event_id] = Held(row.follows, row.arrival, row.event)
