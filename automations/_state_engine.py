@@ -17,15 +17,20 @@ from automations._state_model import (
     Firing,
     FiringRow,
     Intent,
-    OutboxRow,
     ProcessedRow,
     StoreBase,
+    driver_executemany,
+    driver_fetchall,
+    driver_insert,
     firing_of,
-    firing_row,
+    firing_values,
+    firings_insert,
     insert_ignore,
-    intent_row,
+    intent_values,
     newest,
+    outbox_insert,
 )
+from events.database import driver_time
 
 
 class AlreadyProcessed(Exception):
@@ -41,6 +46,10 @@ class Fenced(Exception):
 
 
 _SCOPE_NS = uuid5(NAMESPACE_URL, "https://runbell.dev/engine-scope")
+_CHUNK = 500  # rows per multi-row INSERT ... RETURNING (2 parameters each)
+_IGNORE = "ON CONFLICT DO NOTHING"
+_FRESH = "ON CONFLICT DO NOTHING RETURNING event_id"
+_CHECKPOINT = "ON CONFLICT (name) DO UPDATE SET received = excluded.received"
 
 
 class EngineState(StoreBase):
@@ -119,38 +128,40 @@ class EngineState(StoreBase):
         rolled back and :class:`AlreadyProcessed` names the ids that were fresh.
         """
         keys = {self.processed_key(i): str(i) for i in processed}
-        processed_rows = [{"event_id": key, "at": now} for key in keys]
         async with self.engine.begin() as conn:
+            dialect = conn.dialect.name
+            at = driver_time(now, dialect)
             if self.epoch is not None:
                 await self._fence(conn)
-            if processed_rows:
-                stmt = insert_ignore(conn, ProcessedRow.__table__)  # type: ignore[attr-defined]
-                stmt = stmt.on_conflict_do_nothing()
-                if require_fresh:
-                    table = ProcessedRow.__table__  # type: ignore[attr-defined]
-                    inserted = await conn.execute(stmt.returning(table.c.event_id), processed_rows)
-                    fresh = {keys[row[0]] for row in inserted}
-                    if len(fresh) != len(processed_rows):
-                        raise AlreadyProcessed(fresh)
-                else:
-                    await conn.execute(stmt, processed_rows)
+            if keys and require_fresh:
+                fresh: set[str] = set()
+                chunks = list(keys)
+                for start in range(0, len(chunks), _CHUNK):
+                    chunk = chunks[start : start + _CHUNK]
+                    sql = driver_insert(
+                        dialect, "processed_events", ("event_id", "at"), len(chunk), _FRESH
+                    )
+                    params = tuple(v for key in chunk for v in (key, at))
+                    fresh.update(keys[row[0]] for row in await driver_fetchall(conn, sql, params))
+                if len(fresh) != len(keys):
+                    raise AlreadyProcessed(fresh)
+            elif keys:
+                sql = driver_insert(dialect, "processed_events", ("event_id", "at"), 1, _IGNORE)
+                await driver_executemany(conn, sql, [(key, at) for key in keys])
             if firings:
-                stmt = insert_ignore(conn, FiringRow.__table__)  # type: ignore[attr-defined]
-                await conn.execute(stmt.on_conflict_do_nothing(), [firing_row(f) for f in firings])
+                await driver_executemany(
+                    conn, firings_insert(dialect), [firing_values(f, dialect) for f in firings]
+                )
             if intents:
-                stmt = insert_ignore(conn, OutboxRow.__table__)  # type: ignore[attr-defined]
-                await conn.execute(
-                    stmt.on_conflict_do_nothing(), [intent_row(i, now) for i in intents]
+                await driver_executemany(
+                    conn, outbox_insert(dialect), [intent_values(i, at, dialect) for i in intents]
                 )
             if checkpoint is not None:
                 name, received = checkpoint
-                stmt = insert_ignore(conn, CheckpointRow.__table__)  # type: ignore[attr-defined]
-                await conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["name"], set_={"received": received}
-                    ),
-                    [{"name": name, "received": received}],
+                sql = driver_insert(
+                    dialect, "engine_checkpoints", ("name", "received"), 1, _CHECKPOINT
                 )
+                await driver_executemany(conn, sql, [(name, driver_time(received, dialect))])
             if extra is not None:
                 await extra(conn)
 

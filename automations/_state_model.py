@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -31,7 +32,7 @@ from sqlalchemy.schema import CreateColumn
 from sqlmodel import Field, SQLModel
 
 from automations.grouping import GroupingState
-from events.database import UtcDateTime
+from events.database import UtcDateTime, driver_bool, driver_json, driver_time
 
 _NS = uuid5(NAMESPACE_URL, "https://runbell.dev/firing")
 
@@ -209,6 +210,109 @@ class GroupingChange:
 def insert_ignore(conn: AsyncConnection, table: Any) -> Any:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
+
+
+# -- the engine's hot statements, sent to the driver as they are ---------------------------
+# One executemany of pre-encoded tuples per table and batch: no SQLAlchemy compile, bind
+# processing or result wrapping per row, and on SQLite one thread hop per statement.
+# They run on the caller's connection, inside its transaction.
+
+
+@lru_cache(maxsize=256)
+def driver_insert(
+    dialect: str, table: str, columns: tuple[str, ...], rows: int = 1, tail: str = ""
+) -> str:
+    """``INSERT INTO table (columns) VALUES (...) [x rows] tail`` in the driver's paramstyle."""
+    width = len(columns)
+    if dialect == "sqlite":
+        one = "(" + ", ".join("?" * width) + ")"
+        values = ", ".join([one] * rows)
+    else:  # asyncpg: $1, $2, ... numbered across the rows
+        values = ", ".join(
+            "(" + ", ".join(f"${r * width + c + 1}" for c in range(width)) + ")"
+            for r in range(rows)
+        )
+    # table, columns and tail are this package's constants, never user input
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} {tail}".rstrip()  # noqa: S608
+
+
+async def driver_executemany(
+    conn: AsyncConnection, sql: str, rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Run ``sql`` once per row inside ``conn``'s transaction."""
+    if conn.dialect.name == "sqlite":
+        # aiosqlite: one hop to its thread (SQLAlchemy's cursor adapter takes three); the
+        # sqlite3 connection is the one SQLAlchemy's transaction runs on.
+        raw = await conn.get_raw_connection()
+        await raw.driver_connection.executemany(sql, rows)  # type: ignore[union-attr]
+    else:
+        await conn.exec_driver_sql(sql, list(rows))
+
+
+async def driver_fetchall(
+    conn: AsyncConnection, sql: str, params: tuple[Any, ...]
+) -> list[tuple[Any, ...]]:
+    """Run ``sql`` once inside ``conn``'s transaction and return its rows."""
+    if conn.dialect.name == "sqlite":
+        raw = await conn.get_raw_connection()
+        found = await raw.driver_connection.execute_fetchall(sql, params)  # type: ignore[union-attr]
+        return [tuple(row) for row in found]
+    return [tuple(row) for row in (await conn.exec_driver_sql(sql, params)).all()]
+
+
+_FIRING_COLUMNS = ("id", "automation", "state", "at", "bucket", "event_ids", "silenced", "context")
+_OUTBOX_COLUMNS = (
+    "id",
+    "firing_id",
+    "automation",
+    "action_index",
+    "action",
+    "status",
+    "attempts",
+    "created_at",
+    "next_attempt_at",
+    "last_error",
+    "series",
+)
+
+
+def firings_insert(dialect: str) -> str:
+    return driver_insert(dialect, "firings", _FIRING_COLUMNS, 1, "ON CONFLICT DO NOTHING")
+
+
+def outbox_insert(dialect: str) -> str:
+    return driver_insert(dialect, "action_outbox", _OUTBOX_COLUMNS, 1, "ON CONFLICT DO NOTHING")
+
+
+def firing_values(firing: Firing, dialect: str) -> tuple[Any, ...]:
+    """:func:`firing_row` encoded for :func:`firings_insert`."""
+    return (
+        firing.id,
+        firing.automation,
+        firing.state,
+        driver_time(firing.at, dialect),
+        driver_json(firing.bucket),
+        driver_json(firing.event_ids),
+        driver_bool(firing.silenced, dialect),
+        driver_json(firing.context),
+    )
+
+
+def intent_values(intent: Intent, at: datetime | str, dialect: str) -> tuple[Any, ...]:
+    """:func:`intent_row` encoded for :func:`outbox_insert`; ``at`` already encoded."""
+    return (
+        intent.id,
+        intent.firing_id,
+        intent.automation,
+        intent.action_index,
+        driver_json(intent.action),
+        "pending",
+        0,
+        at,
+        at,
+        None,
+        0,
+    )
 
 
 class StoreBase:

@@ -17,12 +17,23 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import Field, SQLModel
 
 from automations._buckets import Bucket
+from automations._state_model import driver_executemany, driver_insert
 from automations.metrics import MetricWindow
 from automations.state import _insert_ignore
 from automations.triggers import Composite, Entry, EventClock, Held
-from events.database import UtcDateTime
+from events.database import UtcDateTime, driver_time
 
 _CLOCK = TypeAdapter(EventClock)
+_ENTRY_COLUMNS = ("automation", "key", "entry", "deadline")
+_ENTRY_UPSERT = (
+    "ON CONFLICT (automation, key) DO UPDATE SET entry = excluded.entry, "
+    "deadline = excluded.deadline"
+)
+_META_UPSERT = "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+_ENTRY_DELETE = (  # [PostgreSQL, SQLite]
+    "DELETE FROM trigger_state WHERE automation = $1 AND key = $2",
+    "DELETE FROM trigger_state WHERE automation = ? AND key = ?",
+)
 _ENTRY: TypeAdapter[Bucket | Composite | MetricWindow] = TypeAdapter(Entry)
 
 
@@ -110,32 +121,28 @@ async def load(
 
 async def write(conn: AsyncConnection, pending: Pending, scope: str = "") -> None:
     """Apply ``pending`` inside the caller's transaction."""
-    entries = TriggerStateRow.__table__  # type: ignore[attr-defined]
     held_table = HeldEventRow.__table__  # type: ignore[attr-defined]
+    # Entries and the clock change with every batch: driver-level statements (see
+    # automations._state_model.driver_insert), one executemany each.
+    dialect = conn.dialect.name
     deletes = [key for key, entry in pending.entries.items() if entry is None]
     upserts = [
-        {
-            "automation": automation,
-            "key": key,
-            "entry": _ENTRY.dump_json(entry).decode(),
-            "deadline": entry.deadline if isinstance(entry, Bucket) else None,
-        }
+        (
+            automation,
+            key,
+            _ENTRY.dump_json(entry).decode(),
+            driver_time(entry.deadline, dialect)
+            if isinstance(entry, Bucket) and entry.deadline is not None
+            else None,
+        )
         for (automation, key), entry in pending.entries.items()
         if entry is not None
     ]
-    for automation, key in deletes:
-        await conn.execute(
-            entries.delete().where(entries.c.automation == automation).where(entries.c.key == key)
-        )
+    if deletes:
+        await driver_executemany(conn, _ENTRY_DELETE[dialect == "sqlite"], deletes)
     if upserts:
-        stmt = _insert_ignore(conn, entries)
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["automation", "key"],
-                set_={"entry": stmt.excluded.entry, "deadline": stmt.excluded.deadline},
-            ),
-            upserts,
-        )
+        sql = driver_insert(dialect, "trigger_state", _ENTRY_COLUMNS, 1, _ENTRY_UPSERT)
+        await driver_executemany(conn, sql, upserts)
     if pending.held_removed:
         await conn.execute(
             held_table.delete().where(held_table.c.event_id.in_(list(pending.held_removed)))
@@ -158,12 +165,8 @@ async def write(conn: AsyncConnection, pending: Pending, scope: str = "") -> Non
 
 
 async def _put_meta(conn: AsyncConnection, name: str, value: str) -> None:
-    meta = EngineMetaRow.__table__  # type: ignore[attr-defined]
-    stmt = _insert_ignore(conn, meta)
-    await conn.execute(
-        stmt.on_conflict_do_update(index_elements=["name"], set_={"value": value}),
-        [{"name": name, "value": value}],
-    )
+    sql = driver_insert(conn.dialect.name, "engine_meta", ("name", "value"), 1, _META_UPSERT)
+    await driver_executemany(conn, sql, [(name, value)])
 
 
 def merge(

@@ -144,3 +144,28 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+# -- values for statements sent to the driver as they are ----------------------------------
+# The engine's hot inserts skip SQLAlchemy's per-row bind processing: their values are
+# encoded here exactly as the column types above would bind them.
+
+
+def driver_time(value: datetime, dialect: str) -> datetime | str:
+    """``value`` as :class:`UtcDateTime` binds it: aware UTC (PostgreSQL) or SQLite's text."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()}: pass a timezone-aware one")
+    value = value.astimezone(UTC)
+    if dialect != "sqlite":
+        return value
+    # SQLAlchemy's SQLite DATETIME storage format: "YYYY-MM-DD HH:MM:SS.ffffff".
+    return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def driver_json(value: Any) -> str:
+    """A JSON column's value as the engine's serializer writes it."""
+    return orjson.dumps(value).decode()
+
+
+def driver_bool(value: bool, dialect: str) -> bool | int:
+    return int(value) if dialect == "sqlite" else value

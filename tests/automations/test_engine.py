@@ -67,9 +67,16 @@ def event(n: int, name: str, minutes: float, *, deployment: str = "etl", **extra
     )
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'engine.db'}"
+    return str(request.getfixturevalue("fresh_postgres_url"))
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
-    db = create_engine(f"sqlite:///{tmp_path / 'engine.db'}")
+async def store(store_url: str) -> AsyncIterator[StateStore]:
+    db = create_engine(store_url)
     state = StateStore(db)
     await state.create_tables()
     yield state
