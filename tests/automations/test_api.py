@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 import orjson
@@ -12,7 +13,13 @@ import pytest
 from automations.testing import settle
 from events import MAX_EVENT_BYTES
 from notifiers.testing import RecordingNotifier
-from tests.automations.service_harness import TOKEN, Running, failed_run, running_service
+from tests.automations.service_harness import (
+    FAILURES_YAML,
+    TOKEN,
+    Running,
+    failed_run,
+    running_service,
+)
 
 ENV = {"HOOK_URL": "json://127.0.0.1:9/never-used"}
 
@@ -189,3 +196,50 @@ async def test_query_filters_and_cursor(api: Running) -> None:
     assert len(seen) == len(set(seen))
     bad = await api.client.get("/api/events", params={"cursor": "garbage"})
     assert bad.status_code == 422
+
+
+WATCH_YAML = (
+    FAILURES_YAML
+    + """
+  - name: watch-dead-notifies
+    trigger:
+      type: event
+      posture: Reactive
+      expect: ["automation.action.failed"]
+      match: {resource.id: "automation.production-failures"}
+    actions:
+      - type: notify
+        channel: ops
+        subject: "a notify died"
+"""
+).replace("channels:\n", "channels:\n  ops:\n    url: ${HOOK_URL}\n")
+
+
+async def test_action_events_are_stored_and_reach_the_engine_only_when_they_could_match(
+    tmp_path: Path,
+) -> None:
+    """Every automation.action.* event is stored and listed; the engine is handed those an
+    automation could match (a dead notify fires the watcher), not the others."""
+    team, ops = RecordingNotifier(), RecordingNotifier()
+    team.fail("channel_not_found", retryable=False)
+    async with running_service(
+        tmp_path, env=ENV, yaml_text=WATCH_YAML, notifiers={"team": team, "ops": ops}
+    ) as running:
+        await running.client.post("/api/events", json=failed_run())
+        deadline = 20
+        while not ops.messages and deadline:
+            await settle(running.service)
+            deadline -= 1
+        trail = {
+            name: (await running.client.get("/api/events", params={"name": name})).json()
+            for name in ("automation.action.triggered", "automation.action.failed")
+        }
+        ids = {name: [UUID(e["id"]) for e in page["events"]] for name, page in trail.items()}
+        unread = await running.service.state.unprocessed(
+            [*ids["automation.action.triggered"], *ids["automation.action.failed"]]
+        )
+    assert [m.subject for m in ops.messages] == ["a notify died"]
+    # one triggered per automation's notify, one failed (the team's notify)
+    assert len(ids["automation.action.triggered"]) == 2
+    assert len(ids["automation.action.failed"]) == 1
+    assert unread == set(ids["automation.action.triggered"])
