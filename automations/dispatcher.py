@@ -40,6 +40,7 @@ from automations.actions import (
     Runtime,
     action_event,
     execute,
+    prepare,
     template_context,
 )
 from automations.channels import TokenBucket
@@ -274,8 +275,11 @@ class Dispatcher:
     async def _claim(self, room: int) -> int:
         now = self.clock.now()
         claimed, rows, firings = await self._take(now, room)
+        jobs = await self._prepare(rows, firings)
         for row in rows:
-            task = asyncio.create_task(self._deliver(row, firings.get(row.firing_id), now))
+            task = asyncio.create_task(
+                self._deliver(row, firings.get(row.firing_id), now, jobs.get(row.id))
+            )
             self._in_flight.add(task)
             task.add_done_callback(self._done)
         return claimed
@@ -318,8 +322,9 @@ class Dispatcher:
         now = self.clock.now()
         await self._flush_groups()
         claimed, rows, firings = await self._take(now, 10_000)
+        jobs = await self._prepare(rows, firings)
         finished = await asyncio.gather(
-            *(self._deliver(row, firings.get(row.firing_id), now) for row in rows)
+            *(self._deliver(row, firings.get(row.firing_id), now, jobs.get(row.id)) for row in rows)
         )
         await self._record(finished)
         return claimed
@@ -342,12 +347,36 @@ class Dispatcher:
             log.info("rate_limited", deferred=len(deferred))
         return go
 
-    async def _deliver(self, row: OutboxRow, firing: Firing | None, now: datetime) -> _Finished:
+    async def _prepare(
+        self, rows: Sequence[OutboxRow], firings: Mapping[str, Firing]
+    ) -> dict[str, Job]:
+        """The batch's notify jobs with their messages rendered, in one worker-thread hop
+        (rendering is CPU work with a time limit: off the loop, but not one hop per row)."""
+        jobs = [
+            Job(row, firing, template_context(firing, self.ui_base_url))
+            for row in rows
+            if row.action.get("type") == "notify"
+            and (firing := firings.get(row.firing_id)) is not None
+            and firing.state != DIGEST_STATE
+        ]
+        if not jobs:
+            return {}
+        try:
+            prepared = await asyncio.to_thread(prepare, jobs)
+        except Exception as exc:  # each executor renders for itself then
+            log.error("prepare_failed", error=str(exc), count=len(jobs))
+            return {}
+        return {job.row.id: job for job in prepared}
+
+    async def _deliver(
+        self, row: OutboxRow, firing: Firing | None, now: datetime, job: Job | None = None
+    ) -> _Finished:
         action_type = str(row.action.get("type", "?"))
         if firing is None:
             result = ActionResult.failed("-", f"firing {row.firing_id} is missing")
         else:
-            job = Job(row, firing, template_context(firing, self.ui_base_url))
+            if job is None:
+                job = Job(row, firing, template_context(firing, self.ui_base_url))
             result = await self._execute(job)
         self._log(row, result)
         status, next_at = _next(row, result, now, self.policy)

@@ -77,11 +77,17 @@ class ActionResult:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One attempt of one outbox row: the row, its firing and the template context."""
+    """One attempt of one outbox row: the row, its firing and the template context.
+
+    ``prepared``: what the executor would compute first off the loop, computed
+    already (a notify's rendered message, or the exception rendering raised), when
+    the dispatcher rendered a whole claimed batch in one worker-thread hop.
+    """
 
     row: OutboxRow
     firing: Firing
     context: Mapping[str, Any]
+    prepared: Any = None
 
     @property
     def key(self) -> str:

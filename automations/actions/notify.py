@@ -17,7 +17,7 @@ from automations.actions.base import ActionResult, Job, Runtime
 from automations.spec import NotifyAction
 from notifiers import Message, SendResult, TemplateError, default_message, render
 
-__all__ = ["Resolvable", "execute", "render_message"]
+__all__ = ["Resolvable", "execute", "prepare", "render_message"]
 
 
 @runtime_checkable
@@ -46,6 +46,14 @@ def render_message(action: NotifyAction, context: Mapping[str, Any], *, resolved
     return Message(subject=subject, body=body, format=default.format, attributes=attributes)
 
 
+def prepare(action: NotifyAction, job: Job) -> Message | Exception:
+    """Blocking: ``job``'s message, or the exception rendering it raised (for ``prepared``)."""
+    try:
+        return render_message(action, job.context, resolved=job.firing.state == "resolved")
+    except Exception as exc:
+        return exc
+
+
 async def execute(action: NotifyAction, job: Job, runtime: Runtime) -> ActionResult:
     """Send once to ``action.channel``; a template error fails this action only."""
     channel = runtime.channels.get(action.channel)
@@ -53,8 +61,15 @@ async def execute(action: NotifyAction, job: Job, runtime: Runtime) -> ActionRes
         return ActionResult.failed("-", f"unknown channel {action.channel!r}")
     resolved = job.firing.state == "resolved"
     try:
-        # Rendering is CPU work with its own time limit: keep it off the loop.
-        message = await asyncio.to_thread(render_message, action, job.context, resolved=resolved)
+        if isinstance(job.prepared, Message | Exception):
+            if isinstance(job.prepared, Exception):
+                raise job.prepared
+            message = job.prepared
+        else:
+            # Rendering is CPU work with its own time limit: keep it off the loop.
+            message = await asyncio.to_thread(
+                render_message, action, job.context, resolved=resolved
+            )
     except TemplateError as exc:
         return ActionResult.failed(channel.target, f"template: {exc}")
     if resolved and isinstance(channel, Resolvable):
