@@ -13,7 +13,7 @@ from notifiers.errors import ChannelConfigError, NotifiersError, TemplateError
 from notifiers.messages import default_message
 from notifiers.model import Message, MessageFormat, SendResult
 from notifiers.secrets import Redactor, configure_logging, mask_url
-from notifiers.templates import check_syntax, render
+from notifiers.templates import check_syntax, render, render_field, render_json
 
 __all__ = [
     "AppriseNotifier",
@@ -34,5 +34,7 @@ __all__ = [
     "is_retryable_status",
     "mask_url",
     "render",
+    "render_field",
+    "render_json",
     "retry_after_seconds",
 ]

@@ -28,6 +28,7 @@ import heapq
 import itertools
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -50,6 +51,8 @@ __all__ = [
     "check_syntax",
     "humanize",
     "render",
+    "render_field",
+    "render_json",
     "ui_url",
 ]
 
@@ -296,6 +299,66 @@ def render(source: str, context: Mapping[str, Any], *, timeout: float = DEFAULT_
         raise _render_error(error) from error
     assert output is not None
     return output
+
+
+# A string that is one ``{{ expression }}`` and nothing else (surrounding whitespace aside).
+_ONE_EXPRESSION = re.compile(r"\s*\{\{(?P<expr>(?:(?!\{\{|\}\}|\{%|\{#).)+)\}\}\s*", re.DOTALL)
+
+
+def render_json(
+    value: Any,
+    context: Mapping[str, Any],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    where: str = "",
+) -> Any:
+    """Render every string of a JSON structure as a template, keeping JSON types.
+
+    The one rule for JSON templates (webhook bodies, run parameters and job
+    variables, emitted events, orchestrator requests): a string that is exactly
+    one ``{{ expression }}`` (surrounding whitespace allowed) becomes the
+    expression's JSON value (number, boolean, list, mapping, ``null``); any other
+    string renders as text; numbers, booleans and ``None`` pass through; keys are
+    kept. An unknown top-level name fails as it does in a text template (a typo is
+    never a silent ``null``; a missing attribute of a known object is ``null``).
+
+    Raises ``TemplateError`` whose reason starts with the field: ``where`` for
+    ``value`` itself, then ``.key`` / ``[index]`` inside it (``body.retries:
+    undefined: ...``). Blocking: run it off the event loop.
+    """
+    if isinstance(value, str):
+        text = render_field(value, context, timeout=timeout, where=where)
+        match = _ONE_EXPRESSION.fullmatch(value)
+        if match is None:
+            return text
+        # Rendered as text first on purpose: that fails unknown names (typos)
+        # exactly as text templates do, where `tojson` would quietly give null.
+        as_json = "{{ (" + match["expr"] + ") | tojson }}"
+        return json.loads(render_field(as_json, context, timeout=timeout, where=where))
+    if isinstance(value, Mapping):
+        prefix = f"{where}." if where else ""
+        return {
+            key: render_json(item, context, timeout=timeout, where=f"{prefix}{key}")
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [
+            render_json(item, context, timeout=timeout, where=f"{where}[{index}]")
+            for index, item in enumerate(value)
+        ]
+    return value
+
+
+def render_field(
+    source: str, context: Mapping[str, Any], *, where: str, timeout: float = DEFAULT_TIMEOUT
+) -> str:
+    """``render`` for the text field ``where``: a ``TemplateError`` names it first."""
+    try:
+        return render(source, context, timeout=timeout)
+    except TemplateError as exc:
+        if not where:
+            raise
+        raise TemplateError(f"{where}: {exc}") from exc
 
 
 def _render_error(exc: BaseException) -> TemplateError:

@@ -29,7 +29,7 @@ from automations.actions import (
     run_deployment,
 )
 from automations.actions.base import ActionResult, Emit, Job, RunController, Runtime
-from automations.actions.context import render_value, template_context
+from automations.actions.context import template_context
 from automations.actions.events import action_event
 from automations.spec import Action
 
@@ -44,7 +44,6 @@ __all__ = [
     "execute",
     "parse_action",
     "prepare",
-    "render_value",
     "template_context",
 ]
 

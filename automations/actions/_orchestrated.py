@@ -6,10 +6,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from automations.actions.base import ActionResult, Job, RunController, Runtime
-from automations.actions.context import render_value
 from automations.orchestrators.base import ControlResult
 from automations.spec import CancelRunAction, RetryRunAction
-from notifiers import TemplateError
+from notifiers import TemplateError, render_json
 
 
 async def call(
@@ -25,7 +24,9 @@ async def call(
     if isinstance(controller, str):
         return ActionResult.failed("-", controller)
     try:
-        value = await asyncio.to_thread(render_value, template, job.context)
+        value = await asyncio.to_thread(
+            render_json, template, job.context, where=what.replace(" ", "_")
+        )
     except TemplateError as exc:
         return ActionResult.failed(controller.target, f"template: {exc}")
     if value is None or not str(value).strip():

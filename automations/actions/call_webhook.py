@@ -19,9 +19,15 @@ from typing import Any
 import httpx
 
 from automations.actions.base import ActionResult, Job, Runtime
-from automations.actions.context import render_value
 from automations.spec import CallWebhookAction
-from notifiers import TemplateError, is_retryable_status, mask_url, render, retry_after_seconds
+from notifiers import (
+    TemplateError,
+    is_retryable_status,
+    mask_url,
+    render_field,
+    render_json,
+    retry_after_seconds,
+)
 
 __all__ = ["execute"]
 
@@ -31,11 +37,14 @@ _EXCERPT = 200
 def _request(
     action: CallWebhookAction, context: Mapping[str, Any]
 ) -> tuple[str, dict[str, str], bytes | None]:
-    url = str(render_value(action.url, context))
-    headers = {key: str(render_value(value, context)) for key, value in action.headers.items()}
+    url = render_field(action.url, context, where="url")
+    headers = {
+        key: render_field(value, context, where=f"headers.{key}")
+        for key, value in action.headers.items()
+    }
     content: bytes | None = None
     if action.payload is not None:
-        text = render(action.payload, context)
+        text = render_field(action.payload, context, where="payload")
         content = text.encode()
         try:
             json.loads(text)
@@ -43,7 +52,8 @@ def _request(
         except ValueError:
             headers.setdefault("Content-Type", "text/plain; charset=utf-8")
     elif action.body is not None:
-        content = json.dumps(render_value(action.body, context), ensure_ascii=False).encode()
+        body = render_json(action.body, context, where="body")
+        content = json.dumps(body, ensure_ascii=False).encode()
         headers.setdefault("Content-Type", "application/json")
     return url, headers, content
 

@@ -6,10 +6,9 @@ import asyncio
 
 from automations.actions import _orchestrated
 from automations.actions.base import ActionResult, Job, RunController, Runtime
-from automations.actions.context import render_value
 from automations.orchestrators.base import ControlResult
 from automations.spec import ChangeRunStateAction
-from notifiers import TemplateError
+from notifiers import TemplateError, render_json
 
 __all__ = ["execute"]
 
@@ -17,9 +16,10 @@ __all__ = ["execute"]
 async def execute(action: ChangeRunStateAction, job: Job, runtime: Runtime) -> ActionResult:
     """One state proposal; ``name``/``message`` are templates."""
     try:
-        name, message = await asyncio.to_thread(
-            render_value, [action.name, action.message], job.context
+        rendered = await asyncio.to_thread(
+            render_json, {"name": action.name, "message": action.message}, job.context
         )
+        name, message = rendered["name"], rendered["message"]
     except TemplateError as exc:
         return ActionResult.failed("-", f"template: {exc}")
 

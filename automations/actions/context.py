@@ -1,4 +1,5 @@
-"""The template context of an action, and rendering that keeps JSON types.
+"""The template context of an action (rendering that keeps JSON types is
+``notifiers.render_json``, one rule for every action and orchestrator).
 
 Templates see ``event``, ``events``, ``automation``, ``firing``, ``labels``,
 ``run``, ``flow``, ``deployment`` and ``ui_base_url`` (for the ``ui_url``
@@ -11,19 +12,14 @@ stripped of its kind prefix (``flow-run.8a1c`` → ``8a1c``), or ``{}``.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from automations.state import Firing
-from notifiers import render
 
-__all__ = ["render_value", "resource_view", "template_context"]
+__all__ = ["resource_view", "template_context"]
 
 _RUN_KINDS = ("flow-run", "task-run")
-# A string that is one expression and nothing else renders to that expression's JSON value.
-_ONE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}).)*)\}\}\s*$", re.DOTALL)
 
 
 def resource_view(labels: Mapping[str, Any], kind: str) -> dict[str, Any]:
@@ -73,23 +69,3 @@ def template_context(firing: Firing, ui_base_url: str | None = None) -> dict[str
     context["flow"] = _find(event, ("flow",), "flow")
     context["deployment"] = _find(event, ("deployment",), "deployment")
     return context
-
-
-def render_value(value: Any, context: Mapping[str, Any]) -> Any:
-    """Render every string inside ``value``; a string that is exactly one ``{{ expression }}``
-    becomes that expression's JSON value (a number stays a number, a dict a dict).
-
-    Blocking (templates have a time limit): call from a worker thread. Raises
-    ``TemplateError``.
-    """
-    if isinstance(value, str):
-        found = _ONE_EXPRESSION.match(value)
-        if found is None:
-            return render(value, context)
-        text = render("{{ (" + found["expr"] + ") | tojson }}", context)
-        return json.loads(text)
-    if isinstance(value, dict):
-        return {key: render_value(item, context) for key, item in value.items()}
-    if isinstance(value, list):
-        return [render_value(item, context) for item in value]
-    return value

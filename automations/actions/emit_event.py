@@ -13,10 +13,9 @@ from uuid import NAMESPACE_URL, uuid5
 from pydantic import ValidationError
 
 from automations.actions.base import ActionResult, Job, Runtime
-from automations.actions.context import render_value
 from automations.spec import EmitEventAction
 from events.model import Event
-from notifiers import TemplateError
+from notifiers import TemplateError, render_json
 
 __all__ = ["execute"]
 
@@ -32,11 +31,14 @@ async def execute(action: EmitEventAction, job: Job, runtime: Runtime) -> Action
     if runtime.emit is None:
         return ActionResult.failed("-", "emit-event needs an event publisher; none is wired")
     try:
-        name, resource, related, payload = await asyncio.to_thread(
-            render_value,
-            [action.event, action.resource, action.related, action.payload],
-            job.context,
-        )
+        fields = {
+            "event": action.event,
+            "resource": action.resource,
+            "related": action.related,
+            "payload": action.payload,
+        }
+        rendered = await asyncio.to_thread(render_json, fields, job.context)
+        name, resource, related, payload = (rendered[key] for key in fields)
         event = Event(
             id=uuid5(_NS, f"{job.row.id}\x1f{job.row.series}"),
             occurred=runtime.clock.now(),

@@ -13,10 +13,9 @@ import dataclasses
 
 from automations.actions import _orchestrated
 from automations.actions.base import ActionResult, Job, RunController, Runtime
-from automations.actions.context import render_value
 from automations.orchestrators.base import ControlResult
 from automations.spec import RunDeploymentAction
-from notifiers import TemplateError
+from notifiers import TemplateError, render_json
 
 __all__ = ["execute"]
 
@@ -24,9 +23,12 @@ __all__ = ["execute"]
 async def execute(action: RunDeploymentAction, job: Job, runtime: Runtime) -> ActionResult:
     """One create-run call; ``schedule_after`` delays the new run's start."""
     try:
-        parameters, job_variables = await asyncio.to_thread(
-            render_value, [action.parameters, action.job_variables], job.context
+        rendered = await asyncio.to_thread(
+            render_json,
+            {"parameters": action.parameters, "job_variables": action.job_variables},
+            job.context,
         )
+        parameters, job_variables = rendered["parameters"], rendered["job_variables"]
     except TemplateError as exc:
         return ActionResult.failed("-", f"template: {exc}")
 

@@ -27,8 +27,6 @@ never appear in a target or a reason.
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,37 +46,11 @@ from automations.orchestrators.base import (
     status_failure,
 )
 from events.clock import Clock, SystemClock
-from notifiers import TemplateError, check_syntax, mask_url, render
+from notifiers import TemplateError, check_syntax, mask_url, render_field, render_json
 
 __all__ = ["HttpController", "RequestTemplate", "render_json"]
 
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
-# A string that is one `{{ ... }}` and nothing else keeps its JSON type.
-_SINGLE_EXPRESSION = re.compile(r"\{\{(?P<expr>(?:(?!\{\{|\}\}|\{%|\{#).)+)\}\}", re.DOTALL)
-
-
-def render_json(value: Any, context: Mapping[str, Any], *, timeout: float = 1.0) -> Any:
-    """Render every string of a JSON structure as a template, keeping JSON types.
-
-    A string that is a single ``{{ expression }}`` becomes the expression's
-    JSON value (number, boolean, list, mapping, ``null``); other strings
-    render as text; numbers, booleans and ``None`` pass through; keys are kept.
-    Raises ``notifiers.TemplateError``. Blocking: run it off the event loop.
-    """
-    if isinstance(value, str):
-        text = render(value, context, timeout=timeout)
-        match = _SINGLE_EXPRESSION.fullmatch(value)
-        if match is None:
-            return text
-        # Rendered as text first on purpose: that fails unknown names (typos)
-        # exactly as text templates do, where `tojson` would quietly give null.
-        rendered = render("{{ (" + match["expr"] + ") | tojson }}", context, timeout=timeout)
-        return json.loads(rendered)
-    if isinstance(value, Mapping):
-        return {key: render_json(item, context, timeout=timeout) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [render_json(item, context, timeout=timeout) for item in value]
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,12 +233,12 @@ class HttpController(HttpAdapter):
 
     def _render(self, template: RequestTemplate, context: Mapping[str, Any]) -> _Rendered:
         timeout = self._render_timeout
-        url = render(template.url, context, timeout=timeout)
+        url = render_field(template.url, context, timeout=timeout, where="url")
         headers = {
-            name: render(value, context, timeout=timeout)
+            name: render_field(value, context, timeout=timeout, where=f"headers.{name}")
             for name, value in template.headers.items()
         }
-        body = render_json(template.body, context, timeout=timeout)
+        body = render_json(template.body, context, timeout=timeout, where="body")
         return _Rendered(template.method, url, headers, body)
 
 

@@ -274,7 +274,38 @@ async def test_a_bad_template_fails_only_that_action(harness: Harness) -> None:
         {"type": "call-webhook", "url": "http://127.0.0.1:9/", "body": {"x": "{{ 1 / 0 }}"}}
     )
     assert row.status == "dead"
-    assert attempt.reason.startswith("template:")
+    assert attempt.reason.startswith("template: body.x: ")
+
+
+@pytest.mark.parametrize(
+    ("action", "field"),
+    [
+        (
+            {"type": "run-deployment", "parameters": {"n": "{{ evnt.payload.retries }}"}},
+            "parameters.n",
+        ),
+        ({"type": "change-run-state", "state": "FAILED", "message": "{{ evnt }}"}, "message"),
+        (
+            {
+                "type": "emit-event",
+                "event": "x.y",
+                "resource": {"resource.id": "x.1"},
+                "payload": {"a": ["{{ evnt }}"]},
+            },
+            "payload.a[0]",
+        ),
+        ({"type": "retry-run", "run_id": "{{ evnt.id }}"}, "run_id"),
+    ],
+)
+async def test_a_typo_in_a_template_fails_the_action_naming_the_field(
+    harness: Harness, action: dict[str, Any], field: str
+) -> None:
+    """Every action renders JSON templates by one rule: an unknown name is an error
+    (never a silent null) and the reason names the field."""
+    row, [attempt] = await harness.run(action)
+    assert row.status == "dead"
+    assert attempt.reason.startswith(f"template: {field}: ")
+    assert "evnt" in attempt.reason
 
 
 CHANNELS_YAML = """

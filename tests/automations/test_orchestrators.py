@@ -18,11 +18,9 @@ from automations.orchestrators import (
     PrefectController,
     RequestTemplate,
     RunController,
-    render_json,
 )
 from automations.orchestrators.testing import FakeRunController
 from events.testing import FakeClock
-from notifiers import TemplateError
 from tests.integration.http_receiver import HttpReceiver, Reply, free_port
 
 pytestmark = pytest.mark.integration
@@ -394,42 +392,6 @@ def test_prefect_config_errors() -> None:
 # -- generic HTTP: templating ----------------------------------------------
 
 
-def test_render_json_keeps_types_of_single_expressions() -> None:
-    """A body string that is one expression keeps its JSON type; other strings render as text."""
-    context = {"parameters": {"n": 3, "ok": True, "tags": ["a"], "cfg": {"k": 1.5}}, "run_id": "r1"}
-    body = {
-        "n": "{{ parameters.n }}",
-        "ok": "{{parameters.ok}}",
-        "tags": "{{ parameters.tags }}",
-        "cfg": "{{ parameters.cfg }}",
-        "doubled": "{{ parameters.n * 2 }}",
-        "missing": "{{ parameters.absent }}",
-        "text": "run {{ run_id }} n={{ parameters.n }}",
-        "literal": 7,
-        "list": ["{{ parameters.n }}", "x", None],
-        "filtered": "{{ parameters.absent | default(4) }}",
-    }
-    assert render_json(body, context) == {
-        "n": 3,
-        "ok": True,
-        "tags": ["a"],
-        "cfg": {"k": 1.5},
-        "doubled": 6,
-        "missing": None,
-        "text": "run r1 n=3",
-        "literal": 7,
-        "list": [3, "x", None],
-        "filtered": 4,
-    }
-
-
-@pytest.mark.parametrize("source", ["{{ paramters.n }}", "x {{ paramters.n }}"])
-def test_render_json_fails_on_unknown_names(source: str) -> None:
-    """A typo in a top-level name is an error, not a silent null."""
-    with pytest.raises(TemplateError, match="paramters"):
-        render_json({"n": source}, {"parameters": {"n": 1}})
-
-
 def test_request_template_checks_itself() -> None:
     """Bad method, non-HTTP URL and template syntax errors are refused at construction."""
     with pytest.raises(OrchestratorConfigError, match="method"):
@@ -548,7 +510,7 @@ async def test_http_unconfigured_operation_and_template_errors_fail(
     assert not missing.ok and not missing.retryable
     assert "not configured" in missing.reason
     assert not failed.ok and not failed.retryable
-    assert failed.reason.startswith("template error")
+    assert failed.reason.startswith("template error: body.n: ")
     assert http_receiver.requests == []
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from notifiers import TemplateError, check_syntax, render
+from notifiers import TemplateError, check_syntax, render, render_json
 from notifiers.templates import humanize
 
 EVENT: dict[str, Any] = {
@@ -139,3 +139,57 @@ def test_template_errors_are_wrapped() -> None:
     """An error raised while rendering becomes a TemplateError naming its cause."""
     with pytest.raises(TemplateError, match="ZeroDivisionError"):
         render("{{ 1 / 0 }}", {})
+
+
+# -- render_json: the one rule for JSON templates (actions and orchestrators) --------------
+
+
+def test_render_json_keeps_types_of_single_expressions() -> None:
+    """A string that is one expression keeps its JSON type; other strings render as text."""
+    context = {"parameters": {"n": 3, "ok": True, "tags": ["a"], "cfg": {"k": 1.5}}, "run_id": "r1"}
+    body = {
+        "n": "{{ parameters.n }}",
+        "ok": "{{parameters.ok}}",
+        "tags": "{{ parameters.tags }}",
+        "cfg": "{{ parameters.cfg }}",
+        "doubled": "{{ parameters.n * 2 }}",
+        "missing": "{{ parameters.absent }}",
+        "spaced": "  {{ parameters.n }}\n",
+        "text": "run {{ run_id }} n={{ parameters.n }}",
+        "two": "{{ parameters.n }}{{ parameters.n }}",
+        "literal": 7,
+        "list": ["{{ parameters.n }}", "x", None],
+        "tuple": ("{{ parameters.ok }}",),
+        "filtered": "{{ parameters.absent | default(4) }}",
+    }
+    assert render_json(body, context) == {
+        "n": 3,
+        "ok": True,
+        "tags": ["a"],
+        "cfg": {"k": 1.5},
+        "doubled": 6,
+        "missing": None,
+        "spaced": 3,
+        "text": "run r1 n=3",
+        "two": "33",
+        "literal": 7,
+        "list": [3, "x", None],
+        "tuple": [True],
+        "filtered": 4,
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        ({"n": "{{ paramters.n }}"}, "body.n"),
+        ({"n": "x {{ paramters.n }}"}, "body.n"),
+        ({"list": [1, {"deep": "{{ paramters }}"}]}, "body.list[1].deep"),
+        ({"n": "{{ 1 / 0 }}"}, "body.n"),
+    ],
+)
+def test_render_json_errors_name_the_field(value: Any, field: str) -> None:
+    """A typo in a top-level name (or any render error) fails, naming the field."""
+    with pytest.raises(TemplateError) as failed:
+        render_json(value, {"parameters": {"n": 1}}, where="body")
+    assert str(failed.value).startswith(f"{field}: ")
