@@ -54,19 +54,22 @@ _CHECKPOINT = "ON CONFLICT (name) DO UPDATE SET received = excluded.received"
 
 class EngineState(StoreBase):
     scope = ""  # "" = the one engine of an embedded service; else one shard's name
+    processed_scope = ""  # whose processed ids these are (shared by all routers)
     epoch: int | None = None  # set by claim(): commits are fenced on it
 
-    def scoped(self, scope: str) -> Self:
-        """The same database seen by one engine shard: its own processed ids and fence."""
+    def scoped(self, scope: str, processed: str | None = None) -> Self:
+        """The same database seen by one engine partition: its fence, held events and
+        clock; its processed ids too unless ``processed`` names a shared namespace."""
         other = copy.copy(self)
         other.scope, other.epoch = scope, None
+        other.processed_scope = scope if processed is None else processed
         return other
 
     def processed_key(self, event_id: UUID | str) -> str:
         """The processed-id row of an event in this scope (36 characters either way)."""
-        if not self.scope:
+        if not self.processed_scope:
             return str(event_id)
-        return str(uuid5(_SCOPE_NS, f"{self.scope}/{event_id}"))
+        return str(uuid5(_SCOPE_NS, f"{self.processed_scope}/{event_id}"))
 
     async def claim(self) -> int:
         """Become this scope's owner: bump its epoch; older owners' commits now fail."""
@@ -112,7 +115,7 @@ class EngineState(StoreBase):
     async def commit_batch(
         self,
         *,
-        processed: Iterable[UUID],
+        processed: Iterable[UUID | str],
         firings: Sequence[Firing],
         intents: Sequence[Intent],
         now: datetime,

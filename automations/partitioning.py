@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 import structlog
@@ -47,7 +47,7 @@ ROUTER_GROUP = "runbell-router"
 SHARD_GROUP = "runbell-engine-shards"
 WATERMARK_EVERY = timedelta(milliseconds=500)
 
-Publish = Callable[[int, Sequence[Event]], Awaitable[None]]
+Publish = Callable[[Mapping[int, Sequence[Event]]], Awaitable[None]]
 PublishWatermark = Callable[[Sequence[int], datetime], Awaitable[None]]
 
 
@@ -170,7 +170,8 @@ class Router:
         for event in events:
             for partition in self.targets(event):
                 by_partition.setdefault(partition, []).append(event)
-        await asyncio.gather(*(self._publish(p, batch) for p, batch in by_partition.items()))
+        if by_partition:
+            await self._publish(by_partition)
         now = self.clock.now()
         newest = max(min(e.occurred, now) for e in events)
         if self._watermark is None or newest > self._watermark:

@@ -126,7 +126,12 @@ class Service:
         self.routers = Partitioned(
             ROUTER_GROUP,
             lambda p: Engine(
-                routed, self.state.scoped(f"route/{p}"), self.clock, forward=router.forward
+                routed,
+                # Processed ids shared by all routers: a follower's leader may have
+                # been routed from another partition.
+                self.state.scoped(f"route/{p}", processed="route"),
+                self.clock,
+                forward=router.forward,
             ),
         )
         self.shards = Partitioned(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from faststream.exceptions import FastStreamException, NackMessage
 from faststream.kafka import KafkaBroker, Topic
+from faststream.kafka.exceptions import BatchBufferOverflowException
 from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
 
@@ -218,39 +219,46 @@ class KafkaBus:
                     f"the broker did not acknowledge a record on {self.topic!r}: {result!r}"
                 ) from result
 
-    async def publish_to(self, partition: int, events: Sequence[Event]) -> None:
-        """Send events to one partition (keyed as usual), acknowledged together."""
-        await self._send(
-            [(event.to_json(), event.resource_id.encode(), None) for event in events],
-            partition,
-        )
+    async def publish_to(self, batches: Mapping[int, Sequence[Event]]) -> None:
+        """Send events to chosen partitions, one produce batch per partition, acked together.
+
+        For a topic whose consumers go by partition, not key (the engine shards)."""
+        await self._send_batches({p: [e.to_json() for e in batch] for p, batch in batches.items()})
 
     async def publish_watermark(self, partitions: Sequence[int], occurred: datetime) -> None:
         """Tell each partition's consumer that event time has reached ``occurred``."""
         value = occurred.isoformat().encode()
-        for partition in partitions:
-            await self._send([(value, None, {WATERMARK_HEADER: "1"})], partition)
+        await self._send_batches({p: [value] for p in partitions}, {WATERMARK_HEADER: "1"})
 
-    async def _send(
-        self,
-        records: Sequence[tuple[bytes, bytes | None, dict[str, str] | None]],
-        partition: int,
+    async def _send_batches(
+        self, batches: Mapping[int, Sequence[bytes]], headers: dict[str, str] | None = None
     ) -> None:
         broker = self._broker
         if broker is None:
             raise BusError("the Kafka bus is not started; call start() before publish()")
+        futures: list[asyncio.Future[Any]] = []
         try:
-            futures = [
-                await broker.publish(
-                    value,
-                    self.topic,
-                    key=key,
-                    partition=partition,
-                    headers=headers,
-                    no_confirm=True,
-                )
-                for value, key, headers in records
-            ]
+            for partition, values in batches.items():
+                rest, take = list(values), len(values)
+                while rest:
+                    try:
+                        if take == 0:  # too big for a batch: it goes alone
+                            take = 1
+                            future = await broker.publish(
+                                rest[0], self.topic, partition=partition, headers=headers,
+                                no_confirm=True,
+                            )  # fmt: skip
+                        else:
+                            future = await broker.publish_batch(
+                                *rest[:take], topic=self.topic, partition=partition,
+                                headers=headers, no_confirm=True,
+                            )  # fmt: skip
+                    except BatchBufferOverflowException as full:
+                        take = full.message_position  # send what fits, then the rest
+                        continue
+                    futures.append(future)
+                    rest = rest[take:]
+                    take = len(rest)
         except (KafkaError, FastStreamException) as exc:
             raise BusError(f"could not publish to {self.topic!r}: {exc!r}") from exc
         for result in await asyncio.gather(*futures, return_exceptions=True):
@@ -285,6 +293,8 @@ class KafkaBus:
         broker = KafkaBroker(
             self._servers,
             acks="all",
+            # Produce batches (publish_to) up to this size per partition and request.
+            max_batch_size=512 * 1024,
             enable_idempotence=self._enable_idempotence,
             apply_types=False,
             graceful_timeout=self._graceful_timeout,

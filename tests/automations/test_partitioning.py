@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -153,8 +153,8 @@ async def test_router_forwards_to_the_candidates_shards_then_a_watermark(
     sent: list[tuple[int, list[str]]] = []
     marks: list[tuple[list[int], datetime]] = []
 
-    async def publish(partition: int, events: Sequence[Event]) -> None:
-        sent.append((partition, [e.event for e in events]))
+    async def publish(batches: Mapping[int, Sequence[Event]]) -> None:
+        sent.extend((partition, [e.event for e in events]) for partition, events in batches.items())
 
     async def watermark(partitions: Sequence[int], occurred: datetime) -> None:
         marks.append((list(partitions), occurred))
@@ -170,3 +170,27 @@ async def test_router_forwards_to_the_candidates_shards_then_a_watermark(
     assert marks == [(list(range(64)), T0 + timedelta(minutes=2))]
     await router.forward([_event(3)])  # within WATERMARK_EVERY: no second watermark
     assert len(marks) == 1
+
+
+async def test_a_leader_routed_from_another_partition_releases_the_follower(
+    tmp_path: Path, store: StateStore
+) -> None:
+    config, clock = _config(tmp_path), FakeClock(T0)
+    forwarded: list[str] = []
+
+    async def forward(events: list[Event]) -> None:
+        forwarded.extend(str(e.id) for e in events)
+
+    routers = [
+        await _owner(
+            router_config(config),
+            store.scoped(f"route/{p}", processed="route"),
+            clock,
+            forward=forward,
+        )
+        for p in (0, 1)
+    ]
+    leader, follower = _event(1), _event(2, follows=str(UUID(int=1)))
+    await routers[0].handle([leader])
+    await routers[1].handle([follower])  # its leader went through the other router
+    assert forwarded == [str(leader.id), str(follower.id)]
