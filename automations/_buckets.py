@@ -70,14 +70,14 @@ class EventNode:
     trigger: EventTrigger
     matcher: CompiledTrigger
     resolvable: bool
+    # Derived from ``trigger`` once (asked for on every event):
+    proactive: bool = field(init=False)
+    immediate: bool = field(init=False)  # Reactive, ``within: 0``
 
-    @property
-    def proactive(self) -> bool:
-        return self.trigger.posture == "Proactive"
-
-    @property
-    def immediate(self) -> bool:
-        return not self.proactive and self.trigger.within == timedelta(0)
+    def __post_init__(self) -> None:
+        proactive = self.trigger.posture == "Proactive"
+        object.__setattr__(self, "proactive", proactive)
+        object.__setattr__(self, "immediate", not proactive and self.trigger.within == timedelta(0))
 
     def window(
         self,
@@ -153,7 +153,7 @@ def prune(node: EventNode, bucket: Bucket | None, now: datetime) -> Bucket | Non
 def on_event(node: EventNode, bucket: Bucket | None, event: Event, arrival: datetime) -> Step:
     """Evaluate ``event`` (already known to match the labels) against one bucket."""
     trigger, matcher = node.trigger, node.matcher
-    occurred, event_id = event.occurred, str(event.id)
+    occurred, event_id = event.occurred, event.id_text
     if bucket is not None and event_id in bucket.event_ids:
         return Step(bucket)  # a redelivered id counts once
     starts = matcher.starts_after(event.event)
@@ -212,7 +212,7 @@ def on_event(node: EventNode, bucket: Bucket | None, event: Event, arrival: date
 def _evaluate(node: EventNode, bucket: Bucket, event: Event, arrival: datetime) -> Step:
     """Prefect's ``evaluate`` with a triggering event; ``bucket`` has an open window."""
     trigger = node.trigger
-    now, event_id = event.occurred, str(event.id)
+    now, event_id = event.occurred, event.id_text
     start, end = bucket.start, bucket.end
     assert start is not None
     assert end is not None
@@ -220,22 +220,26 @@ def _evaluate(node: EventNode, bucket: Bucket, event: Event, arrival: datetime) 
         return Step(bucket)  # case 1: older than the open window
     count = 1
     if node.immediate or start <= now < end:
-        bucket = replace(
-            bucket,
+        bucket = Bucket(  # replace(count + 1, event_ids + (id,), last_event=id), spelled out
+            start=start,
+            end=end,
             count=bucket.count + 1,
             event_ids=(*bucket.event_ids, event_id),
             last_event=event_id,
+            deadline=bucket.deadline,
+            fired=bucket.fired,
+            closed=bucket.closed,
         )
         count = 0
     if node.proactive:
         return _proactive_spent(node, bucket, event) if count == 0 else Step(bucket)
     if bucket.count >= trigger.threshold:
-        others = tuple(i for i in bucket.event_ids if i != event_id)
-        hit = Hit("triggered", arrival, (event_id, *others))
+        ids = bucket.event_ids  # the triggering event first
+        ids = ids if ids == (event_id,) else (event_id, *[i for i in ids if i != event_id])
+        hit = Hit("triggered", arrival, ids)
         fired = now if node.resolvable and trigger.for_each else None
-        after_fire = Bucket(fired=fired)
         if trigger.after or trigger.within == timedelta(0):
-            return Step(None if after_fire.is_empty else after_fire, [hit])
+            return Step(None if fired is None else Bucket(fired=fired), [hit])
         start = max(end, now)
         return Step(node.window(start, start + trigger.within, 0, fired=fired), [hit])
     if now < end:
@@ -261,7 +265,7 @@ def _proactive_spent(node: EventNode, bucket: Bucket, event: Event) -> Step:
     trigger = node.trigger
     if bucket.count < trigger.threshold:
         return Step(bucket)
-    occurred, event_id = event.occurred, str(event.id)
+    occurred, event_id = event.occurred, event.id_text
     if not trigger.after or node.matcher.starts_after(event.event):
         return Step(
             node.window(occurred, occurred + trigger.within, 0, (event_id,), fired=bucket.fired)
@@ -288,4 +292,4 @@ def _resolve(
     """Does ``event`` clear ``bucket``'s firing? (runbell's ``actions_on_resolve`` rule)."""
     assert bucket.fired is not None
     ok = expects if node.proactive else not (expects or starts) and event.occurred > bucket.fired
-    return Hit("resolved", arrival, (str(event.id),)) if ok else None
+    return Hit("resolved", arrival, (event.id_text,)) if ok else None

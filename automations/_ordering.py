@@ -49,7 +49,7 @@ class Admission:
 def admit(event: Event, now: datetime, state: OrderingState) -> Admission:
     """Admit ``event`` arriving at ``now``: hold it, or return it plus the followers it frees."""
     seen, held = dict(state.seen), dict(state.held)
-    event_id = str(event.id)
+    event_id = event.id_text
     leader = str(event.follows) if event.follows is not None else None
     arrival = event.received or now
     if (
@@ -89,10 +89,10 @@ def _process(
     while queue:
         event, depth = queue.pop(0)
         out.append(event)
-        seen[str(event.id)] = now
+        seen[event.id_text] = now
         if depth >= MAX_DEPTH_OF_PRECEDING_EVENT:
             continue
-        waiting = [i for i, h in held.items() if h.follows == str(event.id)]
+        waiting = [i for i, h in held.items() if h.follows == event.id_text]
         followers = sorted(
             (Event.model_validate_json(held.pop(i).event) for i in waiting),
             key=lambda e: e.occurred,

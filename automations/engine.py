@@ -25,6 +25,7 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
+from hashlib import sha1
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -62,6 +63,7 @@ log = structlog.get_logger("runbell.engine")
 
 CHECKPOINT = "engine"
 _NS = uuid5(NAMESPACE_URL, "https://runbell.dev/firing")
+_NS_BYTES = _NS.bytes
 _RECENT_EVENTS = 10_000
 _GLOB = set("*?![]")
 _ABSENT = object()  # undo marker: the key did not exist
@@ -69,7 +71,12 @@ PAUSED_REFRESH = timedelta(seconds=1)
 
 
 def firing_id_for(firing: TriggerFiring) -> str:
-    return str(uuid5(_NS, firing.key))
+    """``str(uuid5(_NS, firing.key))``, without the UUID object (one per firing)."""
+    digest = bytearray(sha1(_NS_BYTES + firing.key.encode(), usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = digest.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 class Engine:
@@ -101,6 +108,13 @@ class Engine:
         self.index = CandidateIndex(self.automations.values())
         self.silences = SilenceSet(config.silences)
         self._own = {name: automation_resource(name)["resource.id"] for name in self.automations}
+        self._actions = {  # [actions, actions_on_resolve] as the outbox stores them
+            name: tuple(
+                [action.model_dump(mode="json") for action in actions]
+                for actions in (a.actions, a.actions_on_resolve)
+            )
+            for name, a in self.automations.items()
+        }
         self._last_triggered: dict[tuple[str, str], datetime] = {}  # for ``cooldown``
         self.paused: set[str] = set()
         # Each automation's entries, changed in place (no copy per event); the State
@@ -226,33 +240,39 @@ class Engine:
                 # process sees, at the moment it sees it, not with ingestion stamps.
                 self._event_clock = self._event_clock.observe(event, self.clock.now())
                 leader = event.follows
-                seen = (
-                    {str(leader): arrival}
-                    if leader is not None and (leader in seen_leaders or leader in done)
-                    else {}
-                )
-                admission = admit(event, arrival, OrderingState(seen, self._held))
-                self._track_held(admission.state.held, pending)
-                for ready in admission.ready:
+                if leader is None and not self._held:
+                    # The usual case: nothing to wait for, nobody waiting (what admit()
+                    # decides too, without its bookkeeping).
+                    ready_events: tuple[Event, ...] = (event,)
+                else:
+                    seen = (
+                        {str(leader): arrival}
+                        if leader is not None and (leader in seen_leaders or leader in done)
+                        else {}
+                    )
+                    admission = admit(event, arrival, OrderingState(seen, self._held))
+                    self._track_held(admission.state.held, pending)
+                    ready_events = admission.ready
+                for ready in ready_events:
                     self._remember(ready)
                     self._evaluate(ready, ready.received or arrival, pending, firings, intents)
                 if self.forward is not None:
-                    admitted.extend(admission.ready)
+                    admitted.extend(ready_events)
             if admitted and self.forward is not None:
                 await self.forward(admitted)
             if done:
                 pending.clock = self._event_clock
             received = [e.received for e in batch if e.received is not None]
             await self._commit(
-                processed=done,
+                processed=[e.id_text for e in batch],  # = done, formatted once
                 pending=pending,
                 firings=firings,
                 intents=intents,
                 checkpoint=(CHECKPOINT, max(received)) if received else None,
                 require_fresh=require_fresh,
             )
-        for event_id in done:
-            self._processed_recent[str(event_id)] = None
+        for event in batch:
+            self._processed_recent[event.id_text] = None
         while len(self._processed_recent) > _RECENT_EVENTS:
             self._processed_recent.popitem(last=False)
 
@@ -375,11 +395,10 @@ class Engine:
             firings.append(firing)
             if muted is not None:
                 continue  # recorded, actions suppressed
-            resolved = decided.state == "resolved"
-            actions = automation.actions_on_resolve if resolved else automation.actions
+            # The actions' JSON, dumped once per automation (read-only, shared by intents).
+            actions = self._actions[name][decided.state == "resolved"]
             intents.extend(
-                Intent(firing.id, name, index, action.model_dump(mode="json"))
-                for index, action in enumerate(actions)
+                Intent(firing.id, name, index, action) for index, action in enumerate(actions)
             )
 
     def _muted(self, automation: Automation, decided: TriggerFiring) -> str | None:
@@ -401,7 +420,8 @@ class Engine:
         return None
 
     def _refresh_deadline(self, name: str) -> None:
-        deadline = self.evaluators[name].next_deadline(self._states[name])
+        evaluator = self.evaluators[name]
+        deadline = evaluator.next_deadline(self._states[name]) if evaluator.has_deadlines else None
         if deadline is None:
             self._deadlines.pop(name, None)
         else:
@@ -418,7 +438,7 @@ class Engine:
         self._held = dict(held)
 
     def _remember(self, event: Event) -> None:
-        self._recent[str(event.id)] = event
+        self._recent[event.id_text] = event
         if len(self._recent) > _RECENT_EVENTS:
             self._recent.popitem(last=False)
 
@@ -447,7 +467,7 @@ class Engine:
     async def _commit(
         self,
         *,
-        processed: Iterable[UUID],
+        processed: Iterable[UUID | str],
         pending: Pending,
         firings: Sequence[Firing],
         intents: Sequence[Intent],
@@ -469,8 +489,9 @@ class Engine:
         )
         if self.record:
             self.recorded.extend(firings)
+        logger = log.bind() if firings else log  # the configuration read once per batch
         for firing in firings:
-            log.info(
+            logger.info(
                 "automation_fired",
                 automation=firing.automation,
                 state=firing.state,

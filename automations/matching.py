@@ -50,6 +50,9 @@ def _compile_glob(pattern: str) -> Callable[[str | None], bool]:
     negated = pattern.startswith("!")
     body = pattern[1:] if negated else pattern
     test: Callable[[str], bool]
+    if not negated and "*" not in body and "?" not in body:
+        # The common case, one call: a missing label (None) is never equal.
+        return lambda value: value == body
     if "*" not in body and "?" not in body:
         test = body.__eq__
     elif "?" not in body and body.endswith("*") and "*" not in body[:-1]:
@@ -90,7 +93,7 @@ def glob_matches(pattern: str, value: str | None) -> bool:
 class LabelFilter:
     """A compiled label filter (Prefect's ``ResourceSpecification``)."""
 
-    __slots__ = ("_tests",)
+    __slots__ = ("_single", "_tests")
 
     def __init__(self, spec: LabelFilterSpec) -> None:
         tests = []
@@ -98,6 +101,12 @@ class LabelFilter:
             globs = [expected] if isinstance(expected, str) else list(expected)
             tests.append((label, tuple(compile_glob(glob) for glob in globs)))
         self._tests: tuple[tuple[str, tuple[Callable[[str | None], bool], ...]], ...] = tuple(tests)
+        # label → its one glob, when every label has exactly one (the usual filter).
+        self._single: tuple[tuple[str, Callable[[str | None], bool]], ...] | None = (
+            tuple((label, globs[0]) for label, globs in tests)
+            if all(len(globs) == 1 for _, globs in tests)
+            else None
+        )
 
     @property
     def matches_everything(self) -> bool:
@@ -105,6 +114,11 @@ class LabelFilter:
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         """Every label key matches at least one of its globs."""
+        if self._single is not None:
+            for label, glob in self._single:  # noqa: SIM110 (hot path: no generator)
+                if not glob(labels.get(label)):
+                    return False
+            return True
         for label, globs in self._tests:
             value = labels.get(label)
             if not any(glob(value) for glob in globs):
@@ -115,7 +129,10 @@ class LabelFilter:
         """An empty filter is always satisfied; otherwise some candidate must match."""
         if not self._tests:
             return True
-        return any(self.matches(candidate) for candidate in candidates)
+        for candidate in candidates:  # noqa: SIM110 (hot path: no generator)
+            if self.matches(candidate):
+                return True
+        return False
 
 
 class EventNameFilter:
@@ -227,7 +244,13 @@ class CompiledTrigger:
         return self.after.matches_any_of(name)
 
     def bucket_key(self, event: Event) -> tuple[str, ...]:
-        return bucket_key(self.for_each, event)
+        """:func:`bucket_key` (``for_each`` is sorted already)."""
+        for_each = self.for_each
+        if not for_each:
+            return ()
+        if len(for_each) == 1 and ":" not in for_each[0]:  # the usual case: one own label
+            return (event.resource.get(for_each[0]) or "",)
+        return tuple(find_resource_label(event, label) or "" for label in for_each)
 
 
 def compile_trigger(trigger: EventTrigger) -> CompiledTrigger:

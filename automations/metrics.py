@@ -266,7 +266,7 @@ class MetricEvaluator:
     def _observe(
         self, window: MetricWindow, event: Event, occurred: datetime, at: datetime
     ) -> MetricWindow:
-        event_id = str(event.id)
+        event_id = event.id_text
         if any(o.event_id == event_id for o in window.observations):
             return window  # redelivered
         run = event.resource_id

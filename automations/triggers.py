@@ -247,6 +247,10 @@ class TriggerEvaluator:
         self._resolvable = bool(automation.actions_on_resolve)
         for path, root in automation.roots():
             self._add(path, root, None, 0)
+        # Only Proactive windows and metric triggers ever hold a deadline.
+        self.has_deadlines = bool(self._metrics) or any(
+            node.proactive for node, _, _ in self._events.values()
+        )
 
     def _add(self, path: str, trigger: Trigger, parent: str | None, index: int) -> None:
         if isinstance(trigger, EventTrigger):
@@ -279,9 +283,10 @@ class TriggerEvaluator:
                 continue
             step = _buckets.on_event(node, bucket, event, now)
             ctx.set(key, step.bucket)
-            labels = dict(zip(matcher.for_each, values, strict=True))
-            for hit in step.hits:
-                self._emit(ctx, path, hit, labels)
+            if step.hits:
+                labels = dict(zip(matcher.for_each, values, strict=True))
+                for hit in step.hits:
+                    self._emit(ctx, path, hit, labels)
         for path, (metric, _, _) in self._metrics.items():
             if metric.covers(event):
                 key = metric.key(event)  # the one window the event counts in

@@ -33,6 +33,7 @@ MAX_RELATED = 100
 PREFECT_PREFIX = "prefect."
 _RESOURCE_ID = "resource.id"
 _RESOURCE_ROLE = "resource.role"
+_ID_TEXT = "_id_text"  # __dict__ key of the cached id text (not a field)
 
 
 class Origin(BaseModel):
@@ -105,6 +106,20 @@ class Event(BaseModel):
     @property
     def resource_id(self) -> str:
         return self.resource[_RESOURCE_ID]
+
+    @property
+    def id_text(self) -> str:
+        """``str(self.id)``, formatted once per event (the engine asks for it at every step).
+
+        Kept beside the fields, with the UUID it was made from: a copy with another
+        ``id`` (``model_copy(update=...)``) formats its own.
+        """
+        cached = self.__dict__.get(_ID_TEXT)
+        if cached is not None and cached[0] is self.id:
+            return cached[1]  # type: ignore[no-any-return]
+        text = str(self.id)
+        self.__dict__[_ID_TEXT] = (self.id, text)
+        return text
 
     def related_by_role(self, role: str) -> list[dict[str, str]]:
         return [labels for labels in self.related if labels.get(_RESOURCE_ROLE) == role]

@@ -334,3 +334,15 @@ async def test_a_failed_commit_leaves_memory_as_it_was(tmp_path: Path, store: St
     await engine.handle([event(2, "flow-run.Failed", 2)])  # the bus delivers it again
     await engine.handle([event(3, "flow-run.Failed", 3)])  # a new window: 1 of 2
     assert [f.event_ids for f in engine.recorded] == [[str(UUID(int=2)), str(UUID(int=1))]]
+
+
+@pytest.mark.parametrize("automation", ["etl", "ünïcode ✓", ""])
+def test_firing_id_is_uuid5_of_the_firing_key(automation: str) -> None:
+    from uuid import NAMESPACE_URL, uuid5
+
+    from automations.engine import firing_id_for
+    from automations.triggers import TriggerFiring
+
+    decided = TriggerFiring(automation, "trigger", "triggered", T0, {"a": "b"}, ("e1", "e2"))
+    expected = uuid5(uuid5(NAMESPACE_URL, "https://runbell.dev/firing"), decided.key)
+    assert firing_id_for(decided) == str(expected)

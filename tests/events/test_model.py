@@ -118,3 +118,21 @@ def test_colliding_prefect_labels_are_refused() -> None:
     raw = native(resource={"prefect.resource.id": "prefect.flow-run.1", "resource.id": "y"})
     with pytest.raises(ValidationError, match="collide"):
         Event.model_validate(raw)
+
+
+def test_id_text_is_the_id_formatted_even_after_a_copy() -> None:
+    from uuid import UUID
+
+    event = Event.model_validate(
+        {
+            "id": str(UUID(int=7)),
+            "occurred": "2026-11-21T10:00:00Z",
+            "event": "x.y",
+            "resource": {"resource.id": "r"},
+        }
+    )
+    assert event.id_text == str(UUID(int=7)) == event.id_text
+    copy = event.model_copy(update={"id": UUID(int=8)})
+    assert copy.id_text == str(UUID(int=8))
+    assert event == event.model_copy()  # the cached text is not a field
+    assert "_id_text" not in event.model_dump()
