@@ -16,14 +16,41 @@ from automations._state_model import (
     PausedRow,
     StoreBase,
     attempt_rows,
+    driver_executemany,
+    driver_insert,
     insert_ignore,
     intent_row,
     newest,
     outbox_rows,
 )
-from events.database import UtcDateTime
+from events.database import UtcDateTime, driver_bool, driver_time
 
 _OUTBOX = OutboxRow.__table__  # type: ignore[attr-defined]
+_ATTEMPT_COLUMNS = (
+    "outbox_id",
+    "attempt",
+    "at",
+    "ok",
+    "retryable",
+    "status_code",
+    "latency_ms",
+    "target",
+    "reason",
+    "series",
+)
+
+
+def _outcome_sql(dialect: str) -> str:
+    """The outbox row's new state after an attempt (``next_attempt_at`` kept when NULL)."""
+    if dialect == "sqlite":
+        return (
+            "UPDATE action_outbox SET status = ?, next_attempt_at = "
+            "coalesce(?, next_attempt_at), last_error = ? WHERE id = ?"
+        )
+    return (
+        "UPDATE action_outbox SET status = $1, next_attempt_at = "
+        "coalesce($2::timestamptz, next_attempt_at), last_error = $3 WHERE id = $4"
+    )
 
 
 def _due(now: datetime, limit: int, *columns: Any) -> Select[Any]:
@@ -91,28 +118,27 @@ class DeliveryState(StoreBase):
         if not outcomes:
             return
         outbox = _OUTBOX
-        attempts = AttemptRow.__table__  # type: ignore[attr-defined]
         async with self.engine.begin() as conn:
-            await conn.execute(
-                attempts.insert(), [o.attempt.model_dump(exclude={"id"}) for o in outcomes]
+            # The two hot statements go to the driver with pre-encoded values: one
+            # executemany each, no per-row SQLAlchemy bind processing.
+            dialect = conn.dialect.name
+            await driver_executemany(
+                conn,
+                driver_insert(dialect, "delivery_attempts", _ATTEMPT_COLUMNS),
+                [_attempt_values(o.attempt, dialect) for o in outcomes],
             )
-            await conn.execute(
-                update(outbox)
-                .where(outbox.c.id == bindparam("b_id"))
-                .values(
-                    status=bindparam("b_status"),
-                    next_attempt_at=func.coalesce(
-                        bindparam("b_next", type_=UtcDateTime()), outbox.c.next_attempt_at
-                    ),
-                    last_error=bindparam("b_error"),
-                ),
+            await driver_executemany(
+                conn,
+                _outcome_sql(dialect),
                 [
-                    {
-                        "b_id": o.attempt.outbox_id,
-                        "b_status": o.status,
-                        "b_next": o.next_attempt_at,
-                        "b_error": o.error,
-                    }
+                    (
+                        o.status,
+                        None
+                        if o.next_attempt_at is None
+                        else driver_time(o.next_attempt_at, dialect),
+                        o.error,
+                        o.attempt.outbox_id,
+                    )
                     for o in outcomes
                 ],
             )
@@ -258,3 +284,19 @@ class DeliveryState(StoreBase):
                 return "replayed"
             exists = (await conn.execute(select(table.c.id).where(table.c.id == outbox_id))).first()
         return "busy" if exists else "missing"
+
+
+def _attempt_values(attempt: AttemptRow, dialect: str) -> tuple[Any, ...]:
+    """``attempt`` as the ``delivery_attempts`` columns bind it (``id`` is assigned)."""
+    return (
+        attempt.outbox_id,
+        attempt.attempt,
+        driver_time(attempt.at, dialect),
+        driver_bool(attempt.ok, dialect),
+        driver_bool(attempt.retryable, dialect),
+        attempt.status_code,
+        attempt.latency_ms,
+        attempt.target,
+        attempt.reason,
+        attempt.series,
+    )

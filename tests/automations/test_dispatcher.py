@@ -28,9 +28,17 @@ POLICY = RetryPolicy(
 )
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Claims and attempt records go to the driver as SQL text: run on both dialects."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    return str(request.getfixturevalue("fresh_postgres_url"))
+
+
 @pytest.fixture
-async def state(tmp_path: Path) -> AsyncIterator[StateStore]:
-    engine = create_engine(f"sqlite:///{tmp_path / 'state.db'}")
+async def state(url: str) -> AsyncIterator[StateStore]:
+    engine = create_engine(url)
     store = StateStore(engine)
     await store.create_tables()
     yield store
