@@ -41,6 +41,7 @@ All time comes from the injected clock (the dispatcher passes ``now``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -75,6 +76,9 @@ __all__ = ["DIGEST_STATE", "NotifyGrouping", "alert_labels", "render_digest"]
 log = structlog.get_logger("runbell.grouping")
 
 DIGEST_STATE = "digest"  # the state of a digest's firing row
+# How long the next flush time read from the database is trusted; this process's own
+# writes refresh it at once, another dispatcher's (Kafka replicas) within this bound.
+NEXT_FLUSH_TTL = 1.0
 MAX_LISTED = 20  # alerts listed per section of a default digest body
 
 
@@ -96,6 +100,7 @@ class NotifyGrouping:
         self.ui_base_url = ui_base_url
         self.max_listed = max_listed
         self._lock = asyncio.Lock()  # one writer per process; the database serialises the rest
+        self._next_flush: tuple[float, datetime | None] | None = None  # (read at, value)
 
     # -- the dispatcher's questions ------------------------------------------------
     def claims(self, row: OutboxRow, firing: Firing) -> bool:
@@ -107,7 +112,12 @@ class NotifyGrouping:
         return _notify(row.action) is not None
 
     async def next_flush(self) -> datetime | None:
-        return await self.state.next_group_flush()
+        """When the next group is due; asked on every dispatcher pass, so the answer is
+        kept for ``NEXT_FLUSH_TTL`` seconds unless this process changes the groups."""
+        read_at = time.monotonic()
+        if self._next_flush is None or read_at - self._next_flush[0] > NEXT_FLUSH_TTL:
+            self._next_flush = (read_at, await self.state.next_group_flush())
+        return self._next_flush[1]
 
     # -- absorb: intents into groups ---------------------------------------------------
     async def absorb(self, jobs: Sequence[tuple[OutboxRow, Firing]], now: datetime) -> int:
@@ -137,7 +147,11 @@ class NotifyGrouping:
             return GroupingChange(state, grouped=outcomes)
 
         async with self._lock:
-            await self.state.change_grouping(change, automations={a for a, _ in batches})
+            self._next_flush = None
+            try:
+                await self.state.change_grouping(change, automations={a for a, _ in batches})
+            finally:
+                self._next_flush = None
         log.info("notifications_grouped", count=len(jobs), groups=len(batches))
         return len(jobs)
 
@@ -223,7 +237,7 @@ class NotifyGrouping:
     # -- flush: groups into digests -------------------------------------------------------
     async def flush(self, now: datetime) -> int:
         """Owe one digest per group due at ``now``; returns how many."""
-        due = await self.state.next_group_flush()
+        due = await self.next_flush()
         if due is None or due > now:
             return 0
 
@@ -259,7 +273,10 @@ class NotifyGrouping:
             return GroupingChange(after, firings=firings, digests=owed)
 
         async with self._lock:
-            done = await self.state.change_grouping(change, due_by=now)
+            try:
+                done = await self.state.change_grouping(change, due_by=now)
+            finally:
+                self._next_flush = None
         if done.digests:
             log.info("digests_owed", count=len(done.digests))
         return len(done.digests)
