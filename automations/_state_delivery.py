@@ -11,6 +11,8 @@ from sqlalchemy import JSON, Select, bindparam, func, select, update
 from automations._state_model import (
     OWED,
     AttemptRow,
+    Firing,
+    FiringRow,
     OutboxRow,
     Outcome,
     PausedRow,
@@ -18,6 +20,7 @@ from automations._state_model import (
     attempt_rows,
     driver_executemany,
     driver_insert,
+    firing_of,
     insert_ignore,
     intent_row,
     newest,
@@ -26,6 +29,7 @@ from automations._state_model import (
 from events.database import UtcDateTime, driver_bool, driver_time
 
 _OUTBOX = OutboxRow.__table__  # type: ignore[attr-defined]
+_FIRINGS = FiringRow.__table__  # type: ignore[attr-defined]
 _ATTEMPT_COLUMNS = (
     "outbox_id",
     "attempt",
@@ -79,7 +83,14 @@ class DeliveryState(StoreBase):
         return row[0] if row and row[0] else None
 
     async def claim_due(self, now: datetime, lease_until: datetime, limit: int) -> list[OutboxRow]:
-        """Take up to ``limit`` due rows for one attempt each, atomically.
+        """:meth:`claim_due_with_firings` without the firings."""
+        return (await self.claim_due_with_firings(now, lease_until, limit))[0]
+
+    async def claim_due_with_firings(
+        self, now: datetime, lease_until: datetime, limit: int
+    ) -> tuple[list[OutboxRow], dict[str, Firing]]:
+        """Take up to ``limit`` due rows for one attempt each, atomically, and read their
+        firings in the same transaction (one connection, one commit).
 
         Due: pending, or 'sending' whose lease has ended (the attempt was lost with
         its process). Claimed rows are 'sending' with ``attempts`` incremented and
@@ -87,21 +98,30 @@ class DeliveryState(StoreBase):
         (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, the single writer on SQLite).
         """
         if limit <= 0:
-            return []
+            return [], {}
         table = _OUTBOX
         due = _due(now, limit, table.c.id)
         async with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 due = due.with_for_update(skip_locked=True)
-            rows = await conn.execute(
-                update(table)
-                .where(table.c.id.in_(due.scalar_subquery()))
-                .values(
-                    status="sending", attempts=table.c.attempts + 1, next_attempt_at=lease_until
+            claimed = outbox_rows(
+                await conn.execute(
+                    update(table)
+                    .where(table.c.id.in_(due.scalar_subquery()))
+                    .values(
+                        status="sending",
+                        attempts=table.c.attempts + 1,
+                        next_attempt_at=lease_until,
+                    )
+                    .returning(*table.c)
                 )
-                .returning(*table.c)
             )
-            return outbox_rows(rows)
+            firings: dict[str, Firing] = {}
+            wanted = list({row.firing_id for row in claimed})
+            if wanted:
+                found = await conn.execute(select(_FIRINGS).where(_FIRINGS.c.id.in_(wanted)))
+                firings = {r.id: firing_of(r._mapping) for r in found}
+            return claimed, firings
 
     async def release_in_flight(self, now: datetime) -> None:
         """Attempts left 'sending' by a crashed process are owed again now."""

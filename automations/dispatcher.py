@@ -265,10 +265,11 @@ class Dispatcher:
     ) -> tuple[int, list[OutboxRow], Mapping[str, Firing]]:
         """Claim up to ``room`` due rows; hand grouped ones to their group and defer
         rate-limited ones. Returns (rows claimed, rows to send now, their firings)."""
-        claimed = await self.state.claim_due(now, now + self.policy.lease, room)
+        claimed, firings = await self.state.claim_due_with_firings(
+            now, now + self.policy.lease, room
+        )
         if not claimed:
             return 0, [], {}
-        firings = await self.state.firings_by_id(r.firing_id for r in claimed)
         rows = await self._throttle(await self._group(claimed, firings, now), now)
         return len(claimed), rows, firings
 
