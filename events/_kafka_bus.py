@@ -365,10 +365,22 @@ class KafkaBus:
             for record in records:
                 by_partition.setdefault(record.partition, []).append(record)
             try:
-                for partition, share in by_partition.items():
-                    marks = [r for r in share if _is_watermark(r)]
-                    events = _parse([r for r in share if not _is_watermark(r)])
-                    await sub.handler(partition, events, _newest_watermark(marks))
+                # Partitions are independent (the handler keeps state per partition):
+                # their shares run side by side, so commits and acks overlap.
+                results = await asyncio.gather(
+                    *(
+                        sub.handler(
+                            partition,
+                            _parse([r for r in share if not _is_watermark(r)]),
+                            _newest_watermark([r for r in share if _is_watermark(r)]),
+                        )
+                        for partition, share in by_partition.items()
+                    ),
+                    return_exceptions=True,
+                )
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
             except Exception as exc:
                 failures += 1
                 await back_off(
