@@ -194,3 +194,31 @@ async def test_a_leader_routed_from_another_partition_releases_the_follower(
     await routers[0].handle([leader])
     await routers[1].handle([follower])  # its leader went through the other router
     assert forwarded == [str(leader.id), str(follower.id)]
+
+
+async def test_a_shard_deadline_waits_for_the_routers_watermark(
+    tmp_path: Path, store: StateStore
+) -> None:
+    """Wall time racing ahead of a router's backlog raises no false 'stale' alarm."""
+    text = """
+automations:
+  - name: stuck
+    trigger:
+      type: event
+      posture: Proactive
+      after: [flow-run.Running]
+      expect: [flow-run.Completed]
+      for_each: [resource.id]
+      within: 10m
+    actions: [{type: do-nothing}]
+"""
+    config, clock = _config(tmp_path, text), FakeClock(T0)
+    shard = await _owner(config, store.scoped("shard/0"), clock, ordered=True)
+    await shard.handle([_event(0, "flow-run.Running")])  # occurred T0: due at T0+10m
+    await clock.advance(timedelta(minutes=30))  # the router is 25 minutes behind...
+    shard.advance_clock(T0 + timedelta(minutes=5))  # ...its watermark says so
+    await shard.tick()
+    assert shard.recorded == []
+    shard.advance_clock(T0 + timedelta(minutes=11))
+    await shard.tick()
+    assert [(f.automation, f.at) for f in shard.recorded] == [("stuck", T0 + timedelta(minutes=10))]
