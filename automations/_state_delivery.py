@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Select, bindparam, func, select, update
+from sqlalchemy import JSON, Result, Select, bindparam, func, select, update
+from sqlalchemy.orm import configure_mappers
 
 from automations._state_model import (
     OWED,
@@ -104,7 +105,7 @@ class DeliveryState(StoreBase):
         async with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 due = due.with_for_update(skip_locked=True)
-            claimed = outbox_rows(
+            claimed = _claimed_rows(
                 await conn.execute(
                     update(table)
                     .where(table.c.id.in_(due.scalar_subquery()))
@@ -320,3 +321,10 @@ def _attempt_values(attempt: AttemptRow, dialect: str) -> tuple[Any, ...]:
         attempt.reason,
         attempt.series,
     )
+
+
+def _claimed_rows(result: Result[Any]) -> list[OutboxRow]:
+    """The claim's rows, built without re-validating what the column types already
+    decoded (``model_construct``: about a tenth of ``model_validate``'s cost)."""
+    configure_mappers()  # model_construct skips the step that would do it; a no-op after
+    return [OutboxRow.model_construct(**r._mapping) for r in result]
