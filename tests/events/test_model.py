@@ -136,3 +136,52 @@ def test_id_text_is_the_id_formatted_even_after_a_copy() -> None:
     assert copy.id_text == str(UUID(int=8))
     assert event == event.model_copy()  # the cached text is not a field
     assert "_id_text" not in event.model_dump()
+
+
+def _json_cases() -> list[str]:
+    prefect = json.loads(SAMPLES[0].read_text()) if SAMPLES else None
+    cases: list[Any] = [
+        native(),
+        native(follows=str(uuid4()), received="2026-11-21T12:00:00+02:00"),
+        native(origin={"kind": "prefect", "bare": ["event:x"]}),
+        native(payload={"big": 1e15, "ü": "é\u0001", "deep": [[{"a": None}]]}),
+        native(resource={"resource.id": "r", "n": 1}),  # a label that is not a string
+        native(resource={"resource.name": "no id"}),
+        native(related=[{"resource.id": "x"}]),  # no role
+        native(related=[{"resource.id": "x", "resource.role": "r"}] * (MAX_RELATED + 1)),
+        native(occurred="2026-11-21T11:36:31"),  # naive
+        native(id="not-a-uuid"),
+        native(event=""),
+        {**native(), "resource": {"prefect.resource.id": "prefect.flow-run.1"}},
+        native(payload={"pad": "x" * (MAX_EVENT_BYTES // 10)}),  # past the shortcut
+        native(payload={"pad": "x" * MAX_EVENT_BYTES}),  # too big
+    ]
+    if prefect is not None:
+        cases.append(prefect)
+    texts = [json.dumps(case) for case in cases]
+    # A Prefect resource spelled with an escape, and odd but valid JSON text.
+    texts.append(texts[-1].replace("prefect.resource.id", "prefect\\u002eresource.id"))
+    texts.append(json.dumps(native(), indent=2, ensure_ascii=True))
+    texts.append("[]")
+    texts.append("{not json")
+    return texts
+
+
+@pytest.mark.parametrize("text", _json_cases())
+@pytest.mark.parametrize("kind", [str, bytes])
+def test_model_validate_json_shortcut_gives_pydantics_answer(text: str, kind: type) -> None:
+    """Same event, or the same errors, as pydantic's own validator on the same text."""
+    from events.model import _NATIVE
+
+    assert _NATIVE is not None  # the shortcut exists with this pydantic
+    data = text if kind is str else text.encode()
+
+    def answer(parse: Any) -> Any:
+        try:
+            return parse(data)
+        except ValidationError as exc:
+            return [(e["type"], e["loc"], e["msg"]) for e in exc.errors()]
+
+    ours = answer(Event.model_validate_json)
+    theirs = answer(Event.__pydantic_validator__.validate_json)
+    assert ours == theirs
