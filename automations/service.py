@@ -47,7 +47,7 @@ from events._kafka_bus import KafkaBus, PartitionHandler
 from events._sql_store import SqlEventStore
 from events.bus import EventBus, bus_from_url
 from events.clock import Clock, SystemClock
-from events.database import create_engine, redact_url
+from events.database import create_engine, normalise_url, redact_url
 from events.model import Event
 from events.store import EventStore
 from notifiers import Notifier
@@ -72,7 +72,14 @@ class Service:
         self.settings = settings
         self.config = config
         self.clock = clock or SystemClock()
-        self.db = create_engine(settings.database_url)
+        # SQLite admits one writer at a time: with several pooled connections the
+        # writers (ingestion, engine, dispatcher) collide and SQLite's busy handler
+        # sleeps 1, 2, 5, 10... ms. One connection serialises them in-process, without
+        # a sleep, on one aiosqlite thread (bench/README.md, "bench: latency").
+        single = normalise_url(settings.database_url).get_backend_name() == "sqlite"
+        self.db = create_engine(
+            settings.database_url, **({"pool_size": 1, "max_overflow": 0} if single else {})
+        )
         self.store: EventStore = SqlEventStore(self.db)
         self.state = StateStore(self.db)
         self.bus: EventBus = bus_from_url(
