@@ -29,6 +29,7 @@ import zlib
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, cast
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
@@ -381,6 +382,8 @@ class LeanClient:
         self._headers = dict(base)
         self._head_tail = _header_bytes(base)
         self._targets: dict[str, _Target] = {}
+        # Per-request header mappings a caller reuses (module constants): encoded once.
+        self._encoded: dict[int, tuple[Mapping[str, str], bytes]] = {}
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._tls: ssl.SSLContext | None = None
         self._httpx: httpx.AsyncClient | None = None
@@ -408,7 +411,7 @@ class LeanClient:
                 b" ",
                 target.head,
                 self._head_tail,
-                _header_bytes(headers) if headers else b"",
+                self._extra_headers(headers) if headers else b"",
                 b"Content-Length: %d\r\n\r\n" % len(content),
                 content,
             )
@@ -442,6 +445,15 @@ class LeanClient:
         if self._httpx is not None:
             await self._httpx.aclose()
             self._httpx = None
+
+    def _extra_headers(self, headers: Mapping[str, str]) -> bytes:
+        cached = self._encoded.get(id(headers))
+        if cached is not None and cached[0] is headers:
+            return cached[1]
+        encoded = _header_bytes(headers)
+        if isinstance(headers, MappingProxyType) and len(self._encoded) < 64:
+            self._encoded[id(headers)] = (headers, encoded)
+        return encoded
 
     def _target(self, url: str) -> _Target:
         target = self._targets.get(url)

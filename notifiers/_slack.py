@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -73,8 +74,9 @@ _FIELDS = (
     ("duration", "Duration"),
     ("since", "Since"),
 )
-_JSON = {"Content-Type": "application/json"}
-_JSON_UTF8 = {"Content-Type": "application/json; charset=utf-8"}
+# Read-only, so the HTTP client may encode them once.
+_JSON = MappingProxyType({"Content-Type": "application/json"})
+_JSON_UTF8 = MappingProxyType({"Content-Type": "application/json; charset=utf-8"})
 # Slack's limits: section text 3000 chars, field 2000, fallback text kept short.
 _SECTION_MAX = 3000
 _FIELD_MAX = 2000
