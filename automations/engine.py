@@ -254,7 +254,6 @@ class Engine:
                     self._track_held(admission.state.held, pending)
                     ready_events = admission.ready
                 for ready in ready_events:
-                    self._remember(ready)
                     self._evaluate(ready, ready.received or arrival, pending, firings, intents)
                 if self.forward is not None:
                     admitted.extend(ready_events)
@@ -312,11 +311,19 @@ class Engine:
         intents: list[Intent],
     ) -> None:
         own = event.event.startswith("automation.")
+        kept = False
         for name in self.index.candidates(event):
             if own and event.resource_id == self._own[name]:
                 continue  # never feed an automation its own automation.* events
             outcome = self.evaluators[name].on_event(event, arrival, self._states[name])
-            self._apply(name, outcome, pending, firings, intents)
+            if outcome.changes and not kept:
+                # Only an event some trigger state now holds (a window's ids, a last
+                # event, a child firing, a metric observation) can be named by a later
+                # firing; this event's own firings get it directly. Nothing else is kept,
+                # so memory and the garbage collector see only what is still owed.
+                self._remember(event)
+                kept = True
+            self._apply(name, outcome, pending, firings, intents, event)
 
     # -- time ----------------------------------------------------------------------
     def next_wakeup(self) -> datetime | None:
@@ -347,7 +354,6 @@ class Engine:
         admission = release(wall, OrderingState({}, self._held))
         self._track_held(admission.state.held, pending)
         for event in admission.ready:
-            self._remember(event)
             self._evaluate(event, wall, pending, firings, intents)
         if admission.ready and self.forward is not None:
             await self.forward(list(admission.ready))
@@ -374,7 +380,9 @@ class Engine:
         pending: Pending,
         firings: list[Firing] | None = None,
         intents: list[Intent] | None = None,
+        current: Event | None = None,
     ) -> None:
+        """``current``: the event being evaluated (its firings name it first)."""
         if outcome.changes:
             entries = self._entries[name]
             for key, entry in outcome.changes.items():
@@ -390,8 +398,8 @@ class Engine:
             return
         automation = self.automations[name]
         for decided in outcome.firings:
-            muted = self._muted(automation, decided)
-            firing = self._firing(automation, decided, muted)
+            muted = self._muted(automation, decided, current)
+            firing = self._firing(automation, decided, muted, current)
             firings.append(firing)
             if muted is not None:
                 continue  # recorded, actions suppressed
@@ -401,12 +409,14 @@ class Engine:
                 Intent(firing.id, name, index, action) for index, action in enumerate(actions)
             )
 
-    def _muted(self, automation: Automation, decided: TriggerFiring) -> str | None:
+    def _muted(
+        self, automation: Automation, decided: TriggerFiring, current: Event | None
+    ) -> str | None:
         """Why this firing's actions are suppressed (paused, silence, cooldown), or None."""
         if automation.name in self.paused:
             return "paused"
         if self.silences:
-            event = self._recent.get(decided.event_ids[0]) if decided.event_ids else None
+            event = self._event(decided.event_ids[0], current) if decided.event_ids else None
             labels = firing_labels(automation.name, decided.bucket, event)
             silence = self.silences.match(labels, decided.at)
             if silence is not None:
@@ -442,12 +452,20 @@ class Engine:
         if len(self._recent) > _RECENT_EVENTS:
             self._recent.popitem(last=False)
 
-    def _firing(self, automation: Automation, decided: TriggerFiring, muted: str | None) -> Firing:
-        events = [
-            self._recent[i].model_dump(mode="json", exclude_none=True)
-            for i in decided.event_ids
-            if i in self._recent
-        ]
+    def _event(self, event_id: str, current: Event | None) -> Event | None:
+        if current is not None and event_id == current.id_text:
+            return current
+        return self._recent.get(event_id)
+
+    def _firing(
+        self,
+        automation: Automation,
+        decided: TriggerFiring,
+        muted: str | None,
+        current: Event | None = None,
+    ) -> Firing:
+        found = (self._event(i, current) for i in decided.event_ids)
+        events = [e.model_dump(mode="json", exclude_none=True) for e in found if e is not None]
         return Firing(
             id=firing_id_for(decided),
             automation=automation.name,

@@ -144,6 +144,26 @@ async def test_redelivered_batch_fires_once(tmp_path: Path, store: StateStore) -
     assert len(await store.outbox()) == 1
 
 
+async def test_a_firing_carries_every_event_of_its_window(
+    tmp_path: Path, store: StateStore
+) -> None:
+    """Events counted in earlier batches are still at hand for the firing's context (the
+    engine keeps exactly the events some trigger state holds); an event no trigger keeps
+    is not remembered at all."""
+    clock = FakeClock(T0)
+    engine = Engine(config(tmp_path), store, clock, record=True)
+    await engine.load()
+    await engine.handle([event(1, "flow-run.Failed", 1)])
+    await engine.handle([event(3, "flow-run.Crashed", 1.5)])  # no automation wants it
+    await engine.handle([event(2, "flow-run.Failed", 2)])
+    [fired] = [f for f in await store.firings() if f.automation == "two-failures"]
+    ids = [str(UUID(int=2)), str(UUID(int=1))]
+    assert fired.event_ids == ids
+    assert [e["id"] for e in fired.context["events"]] == ids
+    assert fired.context["event"]["id"] == ids[0]
+    assert str(UUID(int=3)) not in engine._recent
+
+
 SCENARIO = [
     event(1, "flow-run.Completed", 1),
     event(2, "flow-run.Failed", 3),
