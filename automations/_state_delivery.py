@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, Result, Select, bindparam, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import configure_mappers
 
 from automations._state_model import (
@@ -103,8 +105,9 @@ class DeliveryState(StoreBase):
         table = _OUTBOX
         due = _due(now, limit, table.c.id)
         async with self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                due = due.with_for_update(skip_locked=True)
+            if conn.dialect.name == "sqlite":
+                return await _claim_on_sqlite(conn, now, lease_until, limit)
+            due = due.with_for_update(skip_locked=True)
             claimed = _claimed_rows(
                 await conn.execute(
                     update(table)
@@ -328,3 +331,82 @@ def _claimed_rows(result: Result[Any]) -> list[OutboxRow]:
     decoded (``model_construct``: about a tenth of ``model_validate``'s cost)."""
     configure_mappers()  # model_construct skips the step that would do it; a no-op after
     return [OutboxRow.model_construct(**r._mapping) for r in result]
+
+
+# -- the claim on SQLite, sent to the driver: two statements, one aiosqlite hop each ------
+_OUTBOX_COLUMNS = (
+    "id",
+    "firing_id",
+    "automation",
+    "action_index",
+    "action",
+    "status",
+    "attempts",
+    "created_at",
+    "next_attempt_at",
+    "last_error",
+    "ref",
+    "series",
+)
+_FIRING_COLUMNS = ("id", "automation", "state", "at", "bucket", "event_ids", "silenced", "context")
+_CLAIM_SQLITE = (
+    "UPDATE action_outbox SET status = 'sending', attempts = attempts + 1, "  # noqa: S608
+    "next_attempt_at = ? WHERE id IN (SELECT id FROM action_outbox "
+    f"WHERE status IN ({', '.join(repr(s) for s in OWED)}) AND next_attempt_at <= ? "
+    f"ORDER BY next_attempt_at LIMIT ?) RETURNING {', '.join(_OUTBOX_COLUMNS)}"
+)
+
+
+async def _claim_on_sqlite(
+    conn: AsyncConnection, now: datetime, lease_until: datetime, limit: int
+) -> tuple[list[OutboxRow], dict[str, Firing]]:
+    """:meth:`DeliveryState.claim_due_with_firings` on SQLite, decoding the columns as
+    their types do (``UtcDateTime``: SQLite's text, UTC; ``JSON``: orjson)."""
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    params = (driver_time(lease_until, "sqlite"), driver_time(now, "sqlite"), limit)
+    configure_mappers()  # model_construct skips the step that would do it; a no-op after
+    claimed = [
+        OutboxRow.model_construct(
+            id=r[0],
+            firing_id=r[1],
+            automation=r[2],
+            action_index=r[3],
+            action=orjson.loads(r[4]),
+            status=r[5],
+            attempts=r[6],
+            created_at=_sqlite_time(r[7]),
+            next_attempt_at=_sqlite_time(r[8]),
+            last_error=r[9],
+            ref=None if r[10] is None else orjson.loads(r[10]),
+            series=r[11],
+        )
+        for r in await driver.execute_fetchall(_CLAIM_SQLITE, params)
+    ]
+    wanted = list({row.firing_id for row in claimed})
+    firings: dict[str, Firing] = {}
+    if wanted:
+        sql = (
+            f"SELECT {', '.join(_FIRING_COLUMNS)} FROM firings "  # noqa: S608 (constants only)
+            f"WHERE id IN ({', '.join('?' * len(wanted))})"
+        )
+        for r in await driver.execute_fetchall(sql, wanted):
+            firings[r[0]] = firing_of(
+                {
+                    "id": r[0],
+                    "automation": r[1],
+                    "state": r[2],
+                    "at": _sqlite_time(r[3]),
+                    "bucket": orjson.loads(r[4]),
+                    "event_ids": orjson.loads(r[5]),
+                    "silenced": bool(r[6]),
+                    "context": orjson.loads(r[7]),
+                }
+            )
+    return claimed, firings
+
+
+def _sqlite_time(text: str) -> datetime:
+    """A ``UtcDateTime`` as SQLite stores it (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC)."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)

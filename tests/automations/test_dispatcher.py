@@ -386,3 +386,26 @@ async def test_every_action_emits_triggered_then_executed_or_failed(state: State
     assert roles["firing"].startswith("firing.")
     failed = next(e for e in emitted if e.event == "automation.action.failed")
     assert failed.payload["reason"] == "404"
+
+
+async def test_a_claim_reads_rows_and_firings_as_the_orm_does(state: StateStore) -> None:
+    """The claim (driver SQL on SQLite) gives the same values as SQLAlchemy's typed read:
+    JSON actions and contexts, aware UTC times, the lease and the attempt count."""
+    clock = FakeClock()
+    event = {**EVENT, "payload": {"n": 1.5, "ok": True, "text": "ünïcode ✓", "none": None}}
+    outbox_id = await owe(state, clock, bucket={"resource.id": "flow-run.1"}, event=event, x=[1])
+    lease = clock.now() + timedelta(seconds=60)
+    claimed, firings = await state.claim_due_with_firings(clock.now(), lease, 10)
+    [row] = claimed
+    [stored] = await state.outbox()
+    assert row.model_dump() == stored.model_dump()
+    assert (row.id, row.status, row.attempts, row.next_attempt_at) == (
+        outbox_id,
+        "sending",
+        1,
+        lease,
+    )
+    assert row.created_at.tzinfo is not None and row.created_at == clock.now()
+    assert firings == await state.firings_by_id([row.firing_id])
+    assert firings[row.firing_id].context["event"]["payload"] == event["payload"]
+    assert await state.claim_due_with_firings(clock.now(), lease, 10) == ([], {})
