@@ -306,7 +306,7 @@ def profiler(args: argparse.Namespace, workdir: Path, pid: int, name: str) -> An
 # Where the service's main thread (its one event loop) spends its samples, by stage:
 # the first marker found in a stack names the stage.
 STAGES = (
-    ("dispatcher: Slack POST (httpx/httpcore)", ("SlackNotifier.send",)),
+    ("dispatcher: Slack POST (SlackNotifier.send)", ("SlackNotifier.send",)),
     ("dispatcher: other (claim, render, record)", ("Dispatcher.", "automations/actions/")),
     ("engine (bus consumer → firings, outbox)", ("Service._engine_batch",)),
     ("API: POST /api/events handler (parse, ingest)", ("post_events",)),
