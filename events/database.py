@@ -160,13 +160,23 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 def driver_time(value: datetime, dialect: str) -> datetime | str:
     """``value`` as :class:`UtcDateTime` binds it: aware UTC (PostgreSQL) or SQLite's text."""
+    last = _LAST_TIME.get(dialect)
+    if last is not None and last[0] == value:  # a batch's firings often share a moment
+        return last[1]  # (a naive value never equals the aware one kept here)
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"naive datetime {value.isoformat()}: pass a timezone-aware one")
-    value = value.astimezone(UTC)
-    if dialect != "sqlite":
-        return value
+    utc = value.astimezone(UTC)
     # SQLAlchemy's SQLite DATETIME storage format: "YYYY-MM-DD HH:MM:SS.ffffff".
-    return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    bound = (
+        utc.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+        if dialect == "sqlite"
+        else utc
+    )
+    _LAST_TIME[dialect] = (value, bound)
+    return bound
+
+
+_LAST_TIME: dict[str, tuple[datetime, datetime | str]] = {}  # dialect → (value, bound)
 
 
 def driver_json(value: Any) -> str:

@@ -51,3 +51,14 @@ def test_driver_values_refuse_naive_times_and_encode_json_and_bools() -> None:
         driver_time(datetime(2026, 11, 21, 10, 0), "sqlite")
     assert driver_json({"ü": [1, None]}) == '{"ü":[1,null]}'
     assert (driver_bool(True, "sqlite"), driver_bool(True, "postgresql")) == (1, True)
+
+
+def test_driver_time_repeats_are_answered_alike() -> None:
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    shifted = moment.astimezone(timezone(timedelta(hours=2)))  # the same instant
+    assert driver_time(moment, "sqlite") == driver_time(shifted, "sqlite")
+    assert driver_time(shifted, "sqlite") == "2026-01-01 00:00:00.000000"
+    with pytest.raises(ValueError, match="naive"):  # not mistaken for the moment just seen
+        driver_time(moment.replace(tzinfo=None), "sqlite")
+    assert driver_time(moment + timedelta(microseconds=1), "sqlite").endswith(".000001")  # type: ignore[union-attr]
+    assert driver_time(shifted, "postgresql") == moment
