@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import JSON, Result, Select, bindparam, func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import configure_mappers
 
 from automations._state_model import (
@@ -26,9 +27,12 @@ from automations._state_model import (
     firing_of,
     insert_ignore,
     intent_row,
+    intent_values,
     newest,
+    outbox_insert,
     outbox_rows,
 )
+from events._sqlite_direct import in_transaction, sqlite_time
 from events.database import UtcDateTime, driver_bool, driver_time
 
 _OUTBOX = OutboxRow.__table__  # type: ignore[attr-defined]
@@ -80,6 +84,14 @@ class DeliveryState(StoreBase):
             return outbox_rows(await conn.execute(_due(now, limit, _OUTBOX)))
 
     async def next_due_at(self) -> datetime | None:
+        if self.engine.dialect.name == "sqlite":  # one round trip to aiosqlite's thread
+
+            def earliest(connection: sqlite3.Connection) -> str | None:
+                found: str | None = connection.execute(_NEXT_DUE_SQLITE).fetchone()[0]
+                return found
+
+            text = await in_transaction(self.engine, earliest)
+            return None if text is None else sqlite_time(text)
         stmt = select(func.min(_OUTBOX.c.next_attempt_at)).where(_OUTBOX.c.status.in_(OWED))
         async with self.engine.connect() as conn:
             row = (await conn.execute(stmt)).first()
@@ -102,12 +114,11 @@ class DeliveryState(StoreBase):
         """
         if limit <= 0:
             return [], {}
+        if self.engine.dialect.name == "sqlite":
+            return await _claim_on_sqlite(self.engine, now, lease_until, limit)
         table = _OUTBOX
-        due = _due(now, limit, table.c.id)
+        due = _due(now, limit, table.c.id).with_for_update(skip_locked=True)
         async with self.engine.begin() as conn:
-            if conn.dialect.name == "sqlite":
-                return await _claim_on_sqlite(conn, now, lease_until, limit)
-            due = due.with_for_update(skip_locked=True)
             claimed = _claimed_rows(
                 await conn.execute(
                     update(table)
@@ -140,6 +151,9 @@ class DeliveryState(StoreBase):
     async def record_attempts(self, outcomes: Sequence[Outcome]) -> None:
         """Record a set of finished attempts and their rows' new status in one transaction."""
         if not outcomes:
+            return
+        if self.engine.dialect.name == "sqlite":
+            await in_transaction(self.engine, lambda c: _record_on_sqlite(c, outcomes))
             return
         outbox = _OUTBOX
         async with self.engine.begin() as conn:
@@ -358,14 +372,25 @@ _CLAIM_SQLITE = (
 
 
 async def _claim_on_sqlite(
-    conn: AsyncConnection, now: datetime, lease_until: datetime, limit: int
+    db: AsyncEngine, now: datetime, lease_until: datetime, limit: int
 ) -> tuple[list[OutboxRow], dict[str, Firing]]:
-    """:meth:`DeliveryState.claim_due_with_firings` on SQLite, decoding the columns as
-    their types do (``UtcDateTime``: SQLite's text, UTC; ``JSON``: orjson)."""
-    raw = await conn.get_raw_connection()
-    driver = raw.driver_connection
-    assert driver is not None
+    """:meth:`DeliveryState.claim_due_with_firings` on SQLite in one round trip to
+    aiosqlite's thread, decoding the columns as their types do (``UtcDateTime``:
+    SQLite's text, UTC; ``JSON``: orjson)."""
     params = (driver_time(lease_until, "sqlite"), driver_time(now, "sqlite"), limit)
+
+    def claim(connection: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+        rows = connection.execute(_CLAIM_SQLITE, params).fetchall()
+        wanted = list({r[1] for r in rows})
+        if not wanted:
+            return rows, []
+        sql = (
+            f"SELECT {', '.join(_FIRING_COLUMNS)} FROM firings "  # noqa: S608 (constants only)
+            f"WHERE id IN ({', '.join('?' * len(wanted))})"
+        )
+        return rows, connection.execute(sql, wanted).fetchall()
+
+    rows, firing_rows = await in_transaction(db, claim)
     configure_mappers()  # model_construct skips the step that would do it; a no-op after
     claimed = [
         OutboxRow.model_construct(
@@ -376,37 +401,63 @@ async def _claim_on_sqlite(
             action=orjson.loads(r[4]),
             status=r[5],
             attempts=r[6],
-            created_at=_sqlite_time(r[7]),
-            next_attempt_at=_sqlite_time(r[8]),
+            created_at=sqlite_time(r[7]),
+            next_attempt_at=sqlite_time(r[8]),
             last_error=r[9],
             ref=None if r[10] is None else orjson.loads(r[10]),
             series=r[11],
         )
-        for r in await driver.execute_fetchall(_CLAIM_SQLITE, params)
+        for r in rows
     ]
-    wanted = list({row.firing_id for row in claimed})
-    firings: dict[str, Firing] = {}
-    if wanted:
-        sql = (
-            f"SELECT {', '.join(_FIRING_COLUMNS)} FROM firings "  # noqa: S608 (constants only)
-            f"WHERE id IN ({', '.join('?' * len(wanted))})"
+    firings = {
+        r[0]: firing_of(
+            {
+                "id": r[0],
+                "automation": r[1],
+                "state": r[2],
+                "at": sqlite_time(r[3]),
+                "bucket": orjson.loads(r[4]),
+                "event_ids": orjson.loads(r[5]),
+                "silenced": bool(r[6]),
+                "context": orjson.loads(r[7]),
+            }
         )
-        for r in await driver.execute_fetchall(sql, wanted):
-            firings[r[0]] = firing_of(
-                {
-                    "id": r[0],
-                    "automation": r[1],
-                    "state": r[2],
-                    "at": _sqlite_time(r[3]),
-                    "bucket": orjson.loads(r[4]),
-                    "event_ids": orjson.loads(r[5]),
-                    "silenced": bool(r[6]),
-                    "context": orjson.loads(r[7]),
-                }
-            )
+        for r in firing_rows
+    }
     return claimed, firings
 
 
-def _sqlite_time(text: str) -> datetime:
-    """A ``UtcDateTime`` as SQLite stores it (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC)."""
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+_NEXT_DUE_SQLITE = (
+    "SELECT min(next_attempt_at) FROM action_outbox "  # noqa: S608 (constants only)
+    f"WHERE status IN ({', '.join(repr(s) for s in OWED)})"
+)
+
+
+def _record_on_sqlite(connection: sqlite3.Connection, outcomes: Sequence[Outcome]) -> None:
+    """:meth:`DeliveryState.record_attempts`' statements, on aiosqlite's thread."""
+    connection.executemany(
+        driver_insert("sqlite", "delivery_attempts", _ATTEMPT_COLUMNS),
+        [_attempt_values(o.attempt, "sqlite") for o in outcomes],
+    )
+    connection.executemany(
+        _outcome_sql("sqlite"),
+        [
+            (
+                o.status,
+                None if o.next_attempt_at is None else driver_time(o.next_attempt_at, "sqlite"),
+                o.error,
+                o.attempt.outbox_id,
+            )
+            for o in outcomes
+        ],
+    )
+    refs = [(orjson.dumps(dict(o.ref)).decode(), o.attempt.outbox_id) for o in outcomes if o.ref]
+    if refs:
+        connection.executemany("UPDATE action_outbox SET ref = ? WHERE id = ?", refs)
+    spawned = [
+        intent_values(i, driver_time(o.attempt.at, "sqlite"), "sqlite")
+        for o in outcomes
+        for i in o.spawn
+    ]
+    if spawned:
+        connection.executemany(outbox_insert("sqlite"), spawned)

@@ -35,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from events._sqlite_direct import in_transaction
 from events.database import UtcDateTime, driver_time, metadata
 from events.errors import StoreError
 from events.model import Event
@@ -108,21 +109,28 @@ class SqlEventStore:
             return []
         dialect = self._dialect
         rows = [_driver_row(item, dialect) for item in unique.values()]
+        pages = [rows[start : start + _INSERT_PAGE] for start in range(0, len(rows), _INSERT_PAGE)]
         stored: set[UUID] = set()
         try:
             # One transaction: either the whole batch is durable or none of it.
-            async with self._engine.begin() as conn:
-                for start in range(0, len(rows), _INSERT_PAGE):
-                    page = rows[start : start + _INSERT_PAGE]
-                    sql = _insert_sql(dialect, len(page))
-                    params = tuple(value for row in page for value in row)
-                    if dialect == "sqlite":
-                        raw = await conn.get_raw_connection()
-                        driver = raw.driver_connection
-                        assert driver is not None
-                        found = await driver.execute_fetchall(sql, params)
-                        stored.update(UUID(hex=row[0]) for row in found)
-                    else:
+            if dialect == "sqlite":  # in one round trip to aiosqlite's thread
+
+                def insert_all(connection: sqlite3.Connection) -> list[str]:
+                    return [
+                        row[0]
+                        for page in pages
+                        for row in connection.execute(
+                            _insert_sql(dialect, len(page)), [v for r in page for v in r]
+                        ).fetchall()
+                    ]
+
+                found = await in_transaction(self._engine, insert_all)
+                stored.update(UUID(hex=value) for value in found)
+            else:
+                async with self._engine.begin() as conn:
+                    for page in pages:
+                        sql = _insert_sql(dialect, len(page))
+                        params = tuple(value for row in page for value in row)
                         result = await conn.exec_driver_sql(sql, params)
                         stored.update(UUID(str(row[0])) for row in result)
         except (SQLAlchemyError, OSError, sqlite3.Error) as exc:
