@@ -54,6 +54,7 @@ up to which the publisher has handed everything on (see ``publish_watermark``)."
 PartitionHandler = Callable[[int, list[Event], datetime | None], Awaitable[None]]
 """``(partition, events in partition order, newest watermark in the batch or None)``."""
 PartitionListener = Callable[[set[int]], Awaitable[None]]
+_RecordsHandler = Callable[["Sequence[ConsumerRecord[bytes, bytes]]"], Awaitable[None]]
 
 _log = structlog.get_logger(__name__)
 
@@ -328,64 +329,53 @@ class KafkaBus:
         return broker
 
     def _consumer(self, sub: _Subscription) -> Any:
+        async def handle(records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+            events = _parse(records)
+            if events:
+                await sub.handler(events)
+
+        return self._redelivering(sub.group, handle)
+
+    def _partition_consumer(self, sub: _PartitionSubscription) -> Any:
+        async def handle(records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+            by_partition: dict[int, list[ConsumerRecord[bytes, bytes]]] = {}
+            for record in records:
+                by_partition.setdefault(record.partition, []).append(record)
+            # Partitions are independent (the handler keeps state per partition):
+            # their shares run side by side, so commits and acks overlap.
+            results = await asyncio.gather(
+                *(
+                    sub.handler(
+                        partition,
+                        _parse([r for r in share if not _is_watermark(r)]),
+                        _newest_watermark([r for r in share if _is_watermark(r)]),
+                    )
+                    for partition, share in by_partition.items()
+                ),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+
+        return self._redelivering(sub.group, handle)
+
+    def _redelivering(self, group: str, handle: _RecordsHandler) -> Any:
+        """A batch whose handler raised is redelivered after a capped back-off."""
         failures = 0
         topic = self.topic
 
         async def consume(records: tuple[ConsumerRecord[bytes, bytes], ...]) -> None:
             nonlocal failures
-            events = _parse(records)
-            if not events:
-                return
             try:
-                await sub.handler(events)
+                await handle(records)
             except Exception as exc:
                 failures += 1
                 # Sleeping here holds the partitions: nothing after this batch
                 # is handed out before it is redelivered.
                 await back_off(
                     exc,
-                    group=sub.group,
-                    topic=topic,
-                    attempt=failures,
-                    initial=self._retry_initial,
-                    maximum=self._retry_max,
-                )
-                raise NackMessage() from exc
-            failures = 0
-
-        return consume
-
-    def _partition_consumer(self, sub: _PartitionSubscription) -> Any:
-        failures = 0
-        topic = self.topic
-
-        async def consume(records: tuple[ConsumerRecord[bytes, bytes], ...]) -> None:
-            nonlocal failures
-            by_partition: dict[int, list[ConsumerRecord[bytes, bytes]]] = {}
-            for record in records:
-                by_partition.setdefault(record.partition, []).append(record)
-            try:
-                # Partitions are independent (the handler keeps state per partition):
-                # their shares run side by side, so commits and acks overlap.
-                results = await asyncio.gather(
-                    *(
-                        sub.handler(
-                            partition,
-                            _parse([r for r in share if not _is_watermark(r)]),
-                            _newest_watermark([r for r in share if _is_watermark(r)]),
-                        )
-                        for partition, share in by_partition.items()
-                    ),
-                    return_exceptions=True,
-                )
-                for result in results:
-                    if isinstance(result, BaseException):
-                        raise result
-            except Exception as exc:
-                failures += 1
-                await back_off(
-                    exc,
-                    group=sub.group,
+                    group=group,
                     topic=topic,
                     attempt=failures,
                     initial=self._retry_initial,

@@ -12,13 +12,13 @@ import pytest
 
 from automations._state_engine import Fenced
 from automations.engine import Engine
-from automations.loader import load_config
 from automations.partitioning import Router, router_config, shard_config, shard_of
 from automations.spec import Config
 from automations.state import StateStore
 from events.database import create_engine
 from events.model import Event
 from events.testing import FakeClock
+from tests.automations.test_engine import config
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
@@ -36,9 +36,7 @@ automations:
 
 
 def _config(tmp_path: Path, text: str = YAML) -> Config:
-    path = tmp_path / "automations.yaml"
-    path.write_text(text)
-    return load_config([path], {})
+    return config(tmp_path, text)
 
 
 def _event(n: int, name: str = "flow-run.Failed", **extra: Any) -> Event:

@@ -68,6 +68,21 @@ def _failed(deployment: int) -> Event:
     )
 
 
+def _setup(
+    tmp_path: Path, text: str, kafka_url: str, database_url: str, topic: str
+) -> tuple[Config, Settings]:
+    config_file = tmp_path / "automations.yaml"
+    config_file.write_text(text)
+    settings = Settings(
+        bus_url=kafka_url,
+        database_url=database_url,
+        topic=topic,
+        kafka_partitions=4,
+        engine_partitions=ENGINE_PARTITIONS,
+    )
+    return load_config([config_file], {}), settings
+
+
 @asynccontextmanager
 async def _replica(settings: Settings, config: Config) -> AsyncIterator[Service]:
     service = Service(settings, config)
@@ -137,16 +152,7 @@ async def _firings(service: Service) -> dict[str, list[dict[str, Any]]]:
 async def test_replicas_share_partitions_and_hand_state_over(
     tmp_path: Path, kafka_url: str, fresh_postgres_url: str, unique_topic: str
 ) -> None:
-    config_file = tmp_path / "automations.yaml"
-    config_file.write_text(YAML)
-    config = load_config([config_file], {})
-    settings = Settings(
-        bus_url=kafka_url,
-        database_url=fresh_postgres_url,
-        topic=unique_topic,
-        kafka_partitions=4,
-        engine_partitions=ENGINE_PARTITIONS,
-    )
+    config, settings = _setup(tmp_path, YAML, kafka_url, fresh_postgres_url, unique_topic)
     phases = [[_failed(d) for d in range(DEPLOYMENTS)] for _ in range(3)]
 
     a = Service(settings, config)
@@ -210,15 +216,7 @@ async def test_a_shard_settles_proactive_deadlines_on_event_time(
     tmp_path: Path, kafka_url: str, fresh_postgres_url: str, unique_topic: str
 ) -> None:
     """Deadlines live in the shard that owns the automation and fire from its timer."""
-    config_file = tmp_path / "automations.yaml"
-    config_file.write_text(PROACTIVE_YAML)
-    config = load_config([config_file], {})
-    settings = Settings(
-        bus_url=kafka_url,
-        database_url=fresh_postgres_url,
-        topic=unique_topic,
-        engine_partitions=ENGINE_PARTITIONS,
-    )
+    config, settings = _setup(tmp_path, PROACTIVE_YAML, kafka_url, fresh_postgres_url, unique_topic)
     clock = FakeClock(T0)
     running = Event.model_validate(
         {
