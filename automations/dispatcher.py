@@ -196,12 +196,15 @@ class Dispatcher:
             try:
                 await self._record_finished()
                 await self._flush_groups()
-                claimed = await self._claim(self.concurrency - len(self._in_flight))
+                room = self.concurrency - len(self._in_flight)
+                claimed = await self._claim(room)
             except Exception as exc:  # keep delivering; the next pass retries
                 log.error("dispatch_pass_failed", error=str(exc))
-                claimed = 0
-            if claimed:
-                continue
+                claimed = room = 0
+            if claimed and claimed >= room:
+                continue  # the claim was full: more may be due now
+            # Fewer than asked: nothing else is due. Intents committed since the claim
+            # set the wake-up, so the idle wait returns at once for them.
             await self._idle()
         if self._in_flight:
             await asyncio.wait(self._in_flight)
