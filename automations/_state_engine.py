@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import sqlite3
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from datetime import datetime
-from typing import Self
+from typing import Any, Self
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from sqlalchemy import select, update
@@ -30,6 +31,7 @@ from automations._state_model import (
     newest,
     outbox_insert,
 )
+from events._sqlite_direct import in_transaction
 from events.database import driver_time
 
 
@@ -50,6 +52,26 @@ _CHUNK = 500  # rows per multi-row INSERT ... RETURNING (2 parameters each)
 _IGNORE = "ON CONFLICT DO NOTHING"
 _FRESH = "ON CONFLICT DO NOTHING RETURNING event_id"
 _CHECKPOINT = "ON CONFLICT (name) DO UPDATE SET received = excluded.received"
+_FENCE = "UPDATE engine_scopes SET epoch = ? WHERE scope = ? AND epoch = ?"  # SQLite's
+
+
+def _run_on_sqlite(
+    connection: sqlite3.Connection, steps: Generator[tuple[str, str, Any], Any, None]
+) -> None:
+    """Run :meth:`EngineState._statements` on a ``sqlite3`` connection (aiosqlite's thread)."""
+    result: Any = None
+    while True:
+        try:
+            kind, sql, params = steps.send(result)
+        except StopIteration:
+            return
+        if kind == "fence":
+            result = connection.execute(sql, params).rowcount
+        elif kind == "fetch":
+            result = connection.execute(sql, params).fetchall()
+        else:
+            connection.executemany(sql, params)
+            result = None
 
 
 class EngineState(StoreBase):
@@ -125,48 +147,92 @@ class EngineState(StoreBase):
     ) -> None:
         """Write a batch's outcome atomically; duplicates of earlier writes are ignored.
 
-        ``extra`` runs inside the same transaction (the engine's trigger state).
+        ``extra`` runs inside the same transaction (the engine's trigger state). On
+        SQLite, when ``extra`` also has a ``sqlite(connection)`` method (or there is no
+        ``extra``), the whole transaction runs in one hand-off to aiosqlite's thread on
+        the ``sqlite3`` connection, ``extra.sqlite`` included.
         ``require_fresh``: the caller evaluated ``processed`` without asking first
         (one round trip less); if any id was processed before, the transaction is
         rolled back and :class:`AlreadyProcessed` names the ids that were fresh.
         """
         keys = {self.processed_key(i): str(i) for i in processed}
+        direct = getattr(extra, "sqlite", None) if extra is not None else None
+        if self.engine.dialect.name == "sqlite" and (extra is None or direct is not None):
+            # The whole transaction in one hand-off to aiosqlite's thread.
+            def work(connection: sqlite3.Connection) -> None:
+                _run_on_sqlite(
+                    connection,
+                    self._statements(
+                        "sqlite", keys, firings, intents, now, checkpoint, require_fresh
+                    ),
+                )
+                if direct is not None:
+                    direct(connection)
+
+            await in_transaction(self.engine, work)
+            return
         async with self.engine.begin() as conn:
-            dialect = conn.dialect.name
-            at = driver_time(now, dialect)
-            if self.epoch is not None:
-                await self._fence(conn)
-            if keys and require_fresh:
-                fresh: set[str] = set()
-                chunks = list(keys)
-                for start in range(0, len(chunks), _CHUNK):
-                    chunk = chunks[start : start + _CHUNK]
-                    sql = driver_insert(
-                        dialect, "processed_events", ("event_id", "at"), len(chunk), _FRESH
-                    )
-                    params = tuple(v for key in chunk for v in (key, at))
-                    fresh.update(keys[row[0]] for row in await driver_fetchall(conn, sql, params))
-                if len(fresh) != len(keys):
-                    raise AlreadyProcessed(fresh)
-            elif keys:
-                sql = driver_insert(dialect, "processed_events", ("event_id", "at"), 1, _IGNORE)
-                await driver_executemany(conn, sql, [(key, at) for key in keys])
-            if firings:
-                await driver_executemany(
-                    conn, firings_insert(dialect), [firing_values(f, dialect) for f in firings]
-                )
-            if intents:
-                await driver_executemany(
-                    conn, outbox_insert(dialect), [intent_values(i, at, dialect) for i in intents]
-                )
-            if checkpoint is not None:
-                name, received = checkpoint
-                sql = driver_insert(
-                    dialect, "engine_checkpoints", ("name", "received"), 1, _CHECKPOINT
-                )
-                await driver_executemany(conn, sql, [(name, driver_time(received, dialect))])
+            steps = self._statements(
+                conn.dialect.name, keys, firings, intents, now, checkpoint, require_fresh
+            )
+            result: Any = None
+            while True:
+                try:
+                    kind, sql, params = steps.send(result)
+                except StopIteration:
+                    break
+                if kind == "fence":
+                    await self._fence(conn)  # raises Fenced itself
+                    result = 1
+                elif kind == "fetch":
+                    result = await driver_fetchall(conn, sql, params)
+                else:
+                    await driver_executemany(conn, sql, params)
+                    result = None
             if extra is not None:
                 await extra(conn)
+
+    def _statements(
+        self,
+        dialect: str,
+        keys: dict[str, str],
+        firings: Sequence[Firing],
+        intents: Sequence[Intent],
+        now: datetime,
+        checkpoint: tuple[str, datetime] | None,
+        require_fresh: bool,
+    ) -> Generator[tuple[str, str, Any], Any, None]:
+        """A batch's statements, in order, as (kind, SQL, parameters) for a runner:
+        ``fence`` (sent back: rows updated), ``fetch`` (sent back: the rows), ``many``."""
+        at = driver_time(now, dialect)
+        if self.epoch is not None:
+            updated = yield ("fence", _FENCE, (self.epoch, self.scope, self.epoch))
+            if updated != 1:
+                raise Fenced(f"engine scope {self.scope!r} was claimed by a newer owner")
+        if keys and require_fresh:
+            fresh: set[str] = set()
+            chunks = list(keys)
+            for start in range(0, len(chunks), _CHUNK):
+                chunk = chunks[start : start + _CHUNK]
+                sql = driver_insert(
+                    dialect, "processed_events", ("event_id", "at"), len(chunk), _FRESH
+                )
+                rows = yield ("fetch", sql, tuple(v for key in chunk for v in (key, at)))
+                fresh.update(keys[row[0]] for row in rows)
+            if len(fresh) != len(keys):
+                raise AlreadyProcessed(fresh)
+        elif keys:
+            sql = driver_insert(dialect, "processed_events", ("event_id", "at"), 1, _IGNORE)
+            yield ("many", sql, [(key, at) for key in keys])
+        if firings:
+            yield ("many", firings_insert(dialect), [firing_values(f, dialect) for f in firings])
+        if intents:
+            rows = [intent_values(i, at, dialect) for i in intents]
+            yield ("many", outbox_insert(dialect), rows)
+        if checkpoint is not None:
+            name, received = checkpoint
+            sql = driver_insert(dialect, "engine_checkpoints", ("name", "received"), 1, _CHECKPOINT)
+            yield ("many", sql, [(name, driver_time(received, dialect))])
 
     async def checkpoint(self, name: str) -> datetime | None:
         table = CheckpointRow.__table__  # type: ignore[attr-defined]

@@ -169,7 +169,7 @@ class Engine:
                 intents=[],
                 now=self.clock.now(),
                 checkpoint=None,
-                extra=lambda conn: trigger_store.write(conn, pending, self.state.scope),
+                extra=trigger_store.StateWrite(pending, self.state.scope),
             )
 
     def advance_clock(self, occurred: datetime) -> None:
@@ -498,11 +498,7 @@ class Engine:
             intents=intents,
             now=self.clock.now(),
             checkpoint=checkpoint,
-            extra=(
-                (lambda conn: trigger_store.write(conn, pending, self.state.scope))
-                if pending
-                else None
-            ),
+            extra=trigger_store.StateWrite(pending, self.state.scope) if pending else None,
             require_fresh=require_fresh,
         )
         if self.record:

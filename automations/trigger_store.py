@@ -7,6 +7,7 @@ resumes exactly where the last committed batch left off.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,7 @@ _ENTRY_UPSERT = (
     "deadline = excluded.deadline"
 )
 _META_UPSERT = "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+_HELD_COLUMNS = ("event_id", "scope", "follows", "arrival", "event")
 _ENTRY_DELETE = (  # [PostgreSQL, SQLite]
     "DELETE FROM trigger_state WHERE automation = $1 AND key = $2",
     "DELETE FROM trigger_state WHERE automation = ? AND key = ?",
@@ -125,19 +127,7 @@ async def write(conn: AsyncConnection, pending: Pending, scope: str = "") -> Non
     # Entries and the clock change with every batch: driver-level statements (see
     # automations._state_model.driver_insert), one executemany each.
     dialect = conn.dialect.name
-    deletes = [key for key, entry in pending.entries.items() if entry is None]
-    upserts = [
-        (
-            automation,
-            key,
-            _ENTRY.dump_json(entry).decode(),
-            driver_time(entry.deadline, dialect)
-            if isinstance(entry, Bucket) and entry.deadline is not None
-            else None,
-        )
-        for (automation, key), entry in pending.entries.items()
-        if entry is not None
-    ]
+    deletes, upserts = _entry_rows(pending, dialect)
     if deletes:
         await driver_executemany(conn, _ENTRY_DELETE[dialect == "sqlite"], deletes)
     if upserts:
@@ -162,6 +152,67 @@ async def write(conn: AsyncConnection, pending: Pending, scope: str = "") -> Non
         await conn.execute(_insert_ignore(conn, held_table).on_conflict_do_nothing(), added)
     if pending.clock is not None:
         await _put_meta(conn, _clock_name(scope), _CLOCK.dump_json(pending.clock).decode())
+
+
+def _entry_rows(
+    pending: Pending, dialect: str
+) -> tuple[list[tuple[str, str]], list[tuple[str, str, str, datetime | str | None]]]:
+    """(automation, key) of the entries deleted; rows of those upserted."""
+    deletes = [key for key, entry in pending.entries.items() if entry is None]
+    upserts = [
+        (
+            automation,
+            key,
+            _ENTRY.dump_json(entry).decode(),
+            driver_time(entry.deadline, dialect)
+            if isinstance(entry, Bucket) and entry.deadline is not None
+            else None,
+        )
+        for (automation, key), entry in pending.entries.items()
+        if entry is not None
+    ]
+    return deletes, upserts
+
+
+def write_sqlite(connection: sqlite3.Connection, pending: Pending, scope: str = "") -> None:
+    """:func:`write` on a ``sqlite3`` connection, inside its open transaction."""
+    deletes, upserts = _entry_rows(pending, "sqlite")
+    if deletes:
+        connection.executemany(_ENTRY_DELETE[True], deletes)
+    if upserts:
+        sql = driver_insert("sqlite", "trigger_state", _ENTRY_COLUMNS, 1, _ENTRY_UPSERT)
+        connection.executemany(sql, upserts)
+    if pending.held_removed:
+        connection.executemany(
+            "DELETE FROM held_events WHERE event_id = ?", [(i,) for i in pending.held_removed]
+        )
+    added = [
+        (i, scope, h.follows, driver_time(h.arrival, "sqlite"), h.event)
+        for i, h in pending.held_added.items()
+        if i not in pending.held_removed
+    ]
+    if added:
+        sql = driver_insert("sqlite", "held_events", _HELD_COLUMNS, 1, "ON CONFLICT DO NOTHING")
+        connection.executemany(sql, added)
+    if pending.clock is not None:
+        sql = driver_insert("sqlite", "engine_meta", ("name", "value"), 1, _META_UPSERT)
+        value = _CLOCK.dump_json(pending.clock).decode()
+        connection.execute(sql, (_clock_name(scope), value))
+
+
+@dataclass(frozen=True)
+class StateWrite:
+    """``commit_batch``'s ``extra`` hook writing ``pending``: :func:`write` through
+    SQLAlchemy, or :func:`write_sqlite` when the whole batch runs on ``sqlite3``."""
+
+    pending: Pending
+    scope: str = ""
+
+    async def __call__(self, conn: AsyncConnection) -> None:
+        await write(conn, self.pending, self.scope)
+
+    def sqlite(self, connection: sqlite3.Connection) -> None:
+        write_sqlite(connection, self.pending, self.scope)
 
 
 async def _put_meta(conn: AsyncConnection, name: str, value: str) -> None:

@@ -145,3 +145,37 @@ async def test_a_naive_time_is_refused_and_nothing_is_written(store: StateStore)
         await commit(store, [1], [firing(1, at=datetime(2026, 11, 21, 10, 0))])
     assert await store.unprocessed([UUID(int=1)]) == {UUID(int=1)}
     assert await store.firing("firing-1") is None
+
+
+async def test_trigger_state_written_with_the_batch_loads_back(store: StateStore) -> None:
+    """StateWrite on SQLite (one sqlite3 transaction) and PostgreSQL (SQLAlchemy)."""
+    from automations import trigger_store
+    from automations._buckets import Bucket
+    from automations.trigger_store import Pending
+    from automations.triggers import EventClock, Held
+
+    first = Pending(
+        entries={
+            ("etl", '["trigger","a"]'): Bucket(start=T0, end=T0, count=1, deadline=T0),
+            ("etl", '["trigger","b"]'): Bucket(start=T0, count=2),
+        },
+        held_added={"h1": Held("lead", T0.astimezone(PLUS2), "{}"), "h2": Held("x", T0, "{}")},
+        clock=EventClock(T0, T0),
+    )
+    await commit(store, [1], [], extra=trigger_store.StateWrite(first, "shard/1"))
+    later = T0 + timedelta(minutes=5)
+    second = Pending(
+        entries={("etl", '["trigger","a"]'): None, ("etl", '["trigger","c"]'): Bucket(count=3)},
+        held_removed={"h2"},
+        clock=EventClock(later, later),
+    )
+    await commit(store, [2], [], extra=trigger_store.StateWrite(second, "shard/1"))
+
+    loaded = await trigger_store.load(store.engine, "shard/1")
+    assert loaded.states == {
+        "etl": {'["trigger","b"]': Bucket(start=T0, count=2), '["trigger","c"]': Bucket(count=3)}
+    }
+    assert loaded.held == {"h1": Held("lead", T0, "{}")}
+    assert loaded.clock == EventClock(later, later)
+    other = await trigger_store.load(store.engine, "shard/2")
+    assert (other.held, other.clock) == ({}, EventClock())
