@@ -45,6 +45,7 @@ from automations.spec import Config
 from automations.state import PROCESSED_RETENTION, StateStore
 from events._kafka_bus import KafkaBus, PartitionHandler
 from events._sql_store import SqlEventStore
+from events._sqlite_checkpoint import WalCheckpointer
 from events.bus import EventBus, bus_from_url
 from events.clock import Clock, SystemClock
 from events.database import create_engine, normalise_url, redact_url
@@ -79,6 +80,10 @@ class Service:
         single = normalise_url(settings.database_url).get_backend_name() == "sqlite"
         self.db = create_engine(
             settings.database_url, **({"pool_size": 1, "max_overflow": 0} if single else {})
+        )
+        # ... and its WAL is checkpointed off that connection (events/_sqlite_checkpoint.py).
+        self._checkpointer = (
+            WalCheckpointer(self.db, self.clock) if single and self.db.url.database else None
         )
         self.store: EventStore = SqlEventStore(self.db)
         self.state = StateStore(self.db)
@@ -154,6 +159,8 @@ class Service:
 
     async def start(self) -> None:
         await self.store.start()
+        if self._checkpointer is not None:
+            self._checkpointer.start()
         await self.state.create_tables()
         if self.settings.embedded:
             await self.engine.load()
@@ -209,6 +216,8 @@ class Service:
         if self.shard_bus is not None:
             await self.shard_bus.stop()
         await self.store.stop()
+        if self._checkpointer is not None:
+            await self._checkpointer.stop()
         await self.db.dispose()
 
     async def ingest(self, events: Sequence[Event]) -> list[UUID]:

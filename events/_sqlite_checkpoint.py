@@ -1,0 +1,91 @@
+"""WAL checkpoints off the hot path, for the embedded SQLite database.
+
+With SQLite's automatic checkpoints the commit that finds the WAL past
+``wal_autocheckpoint`` pages copies the WAL into the database file and fsyncs
+both, on the connection every ingestion, engine and dispatcher transaction
+queues behind: at 100 events/s that was a 30-45 ms stall every ~2 s, the whole
+of the latency p99 (bench/README.md, "bench: latency"). ``WalCheckpointer``
+turns automatic checkpoints off on the service's connections and runs
+``PRAGMA wal_checkpoint(PASSIVE)`` from its own connection on a worker thread
+about once a second instead: a passive checkpoint never blocks a writer (it
+copies what no reader still needs), and once it has caught up the next writer
+starts the WAL from the beginning again, so the file stays bounded.
+
+Durability is unchanged: a commit is durable once it is in the WAL, whoever
+checkpoints it later, and SQLite replays the WAL when the database is opened
+after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from events.clock import Clock
+
+__all__ = ["INTERVAL", "WalCheckpointer"]
+
+log = structlog.get_logger("runbell.sqlite")
+
+INTERVAL = timedelta(seconds=1)
+
+
+class WalCheckpointer:
+    """Passive WAL checkpoints every ``interval`` on the clock; see the module docstring."""
+
+    def __init__(self, db: AsyncEngine, clock: Clock, interval: timedelta = INTERVAL) -> None:
+        if db.dialect.name != "sqlite" or not db.url.database:
+            raise ValueError("WalCheckpointer needs a SQLite database file")
+        self._path = db.url.database
+        self._clock = clock
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self._connection: sqlite3.Connection | None = None
+        # Every connection the service's engine opens from now on: no automatic checkpoint.
+        event.listen(db.sync_engine, "connect", _no_autocheckpoint)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="runbell-wal-checkpoint")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    async def checkpoint(self) -> tuple[int, int, int]:
+        """One passive checkpoint: (busy, WAL frames, frames checkpointed), as SQLite says."""
+        return await asyncio.to_thread(self._checkpoint)
+
+    def _checkpoint(self) -> tuple[int, int, int]:
+        if self._connection is None:
+            self._connection = sqlite3.connect(self._path, check_same_thread=False)
+        row: Any = self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    async def _run(self) -> None:
+        while True:
+            await self._clock.sleep_until(self._clock.now() + self._interval)
+            try:
+                await self.checkpoint()
+            except (sqlite3.Error, OSError) as exc:  # the next round retries
+                log.error("wal_checkpoint_failed", error=str(exc))
+
+
+def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
+    finally:
+        cursor.close()
