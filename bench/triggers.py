@@ -68,6 +68,7 @@ sys.path.insert(0, str(ROOT))
 from automations.engine import Engine  # noqa: E402
 from automations.spec import Automation, Config  # noqa: E402
 from automations.state import StateStore  # noqa: E402
+from events._sqlite_checkpoint import WalCheckpointer  # noqa: E402
 from events.clock import SystemClock  # noqa: E402
 from events.database import create_engine  # noqa: E402
 from events.model import Event  # noqa: E402
@@ -210,7 +211,13 @@ async def run_runbell(
     workdir: Path,
     profile: cProfile.Profile | None,
 ) -> dict[str, Any]:
-    db = create_engine(f"sqlite:///{workdir / f'runbell-{shape}-{k}.db'}")
+    # The embedded service's SQLite set-up (automations/service.py): one pooled
+    # connection, WAL checkpoints off it (a passive one every second from its own).
+    db = create_engine(
+        f"sqlite:///{workdir / f'runbell-{shape}-{k}.db'}", pool_size=1, max_overflow=0
+    )
+    checkpointer = WalCheckpointer(db, SystemClock())
+    checkpointer.start()
     try:
         state = StateStore(db)
         await state.create_tables()
@@ -300,6 +307,7 @@ async def run_runbell(
             },
         }
     finally:
+        await checkpointer.stop()
         await db.dispose()
 
 
