@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
-from automations.service import Service
+from automations.service import Service, freeze_startup_heap
 from automations.state import AttemptRow, OutboxRow
 from events.model import MAX_EVENT_BYTES, Event
 from events.store import EventQuery
@@ -53,6 +53,7 @@ def create_app(service: Service, token: str, *, manage_lifecycle: bool = True) -
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if manage_lifecycle:
             await service.start()
+            freeze_startup_heap()
         try:
             yield
         finally:

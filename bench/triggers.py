@@ -66,6 +66,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from automations.engine import Engine  # noqa: E402
+from automations.service import freeze_startup_heap  # noqa: E402
 from automations.spec import Automation, Config  # noqa: E402
 from automations.state import StateStore  # noqa: E402
 from events._sqlite_checkpoint import WalCheckpointer  # noqa: E402
@@ -230,6 +231,7 @@ async def run_runbell(
         # the service never does).
         engine = Engine(config, state, SystemClock())
         await engine.load()
+        freeze_startup_heap()  # as `serve` does once the service has started
         t_load = time.perf_counter() - t0
 
         warm = bus_payloads[: args.warmup]
