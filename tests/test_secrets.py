@@ -40,7 +40,7 @@ async def test_secrets_never_leak(tmp_path: Path, http_receiver: HttpReceiver) -
     async with running_service(tmp_path, env=env, yaml_text=YAML) as running:
         redactor = Redactor(running.service.config.secrets())
         redactor.add(TOKEN)
-        configure_logging(redactor, json=True, stream=logs)
+        configure_logging(redactor, json=True, stream=logs, level="debug")
         await running.client.post("/api/events", json=failed_run())
         await http_receiver.wait_for_async(1)
         # The dead channel fails (connection refused) and is retried later: one attempt is enough.
