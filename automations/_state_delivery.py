@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -102,10 +102,15 @@ class DeliveryState(StoreBase):
         return (await self.claim_due_with_firings(now, lease_until, limit))[0]
 
     async def claim_due_with_firings(
-        self, now: datetime, lease_until: datetime, limit: int
+        self,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        known: Mapping[str, Firing] | None = None,
     ) -> tuple[list[OutboxRow], dict[str, Firing]]:
         """Take up to ``limit`` due rows for one attempt each, atomically, and read their
-        firings in the same transaction (one connection, one commit).
+        firings in the same transaction (one connection, one commit). Firings in
+        ``known`` (as the engine committed them) are not read again.
 
         Due: pending, or 'sending' whose lease has ended (the attempt was lost with
         its process). Claimed rows are 'sending' with ``attempts`` incremented and
@@ -115,7 +120,7 @@ class DeliveryState(StoreBase):
         if limit <= 0:
             return [], {}
         if self.engine.dialect.name == "sqlite":
-            return await _claim_on_sqlite(self.engine, now, lease_until, limit)
+            return await _claim_on_sqlite(self.engine, now, lease_until, limit, known or {})
         table = _OUTBOX
         due = _due(now, limit, table.c.id).with_for_update(skip_locked=True)
         async with self.engine.begin() as conn:
@@ -131,11 +136,11 @@ class DeliveryState(StoreBase):
                     .returning(*table.c)
                 )
             )
-            firings: dict[str, Firing] = {}
-            wanted = list({row.firing_id for row in claimed})
+            firings = _known_firings(claimed, known or {})
+            wanted = list({row.firing_id for row in claimed} - firings.keys())
             if wanted:
                 found = await conn.execute(select(_FIRINGS).where(_FIRINGS.c.id.in_(wanted)))
-                firings = {r.id: firing_of(r._mapping) for r in found}
+                firings.update((r.id, firing_of(r._mapping)) for r in found)
             return claimed, firings
 
     async def release_in_flight(self, now: datetime) -> None:
@@ -371,8 +376,17 @@ _CLAIM_SQLITE = (
 )
 
 
+def _known_firings(claimed: Sequence[OutboxRow], known: Mapping[str, Firing]) -> dict[str, Firing]:
+    """The claimed rows' firings found in ``known``."""
+    return {row.firing_id: f for row in claimed if (f := known.get(row.firing_id)) is not None}
+
+
 async def _claim_on_sqlite(
-    db: AsyncEngine, now: datetime, lease_until: datetime, limit: int
+    db: AsyncEngine,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    known: Mapping[str, Firing],
 ) -> tuple[list[OutboxRow], dict[str, Firing]]:
     """:meth:`DeliveryState.claim_due_with_firings` on SQLite in one round trip to
     aiosqlite's thread, decoding the columns as their types do (``UtcDateTime``:
@@ -381,7 +395,7 @@ async def _claim_on_sqlite(
 
     def claim(connection: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
         rows = connection.execute(_CLAIM_SQLITE, params).fetchall()
-        wanted = list({r[1] for r in rows})
+        wanted = list({r[1] for r in rows if r[1] not in known})
         if not wanted:
             return rows, []
         sql = (
@@ -409,7 +423,8 @@ async def _claim_on_sqlite(
         )
         for r in rows
     ]
-    firings = {
+    firings = _known_firings(claimed, known)
+    firings |= {
         r[0]: firing_of(
             {
                 "id": r[0],

@@ -7,7 +7,7 @@ Shared by the engine side (``_state_engine``), the delivery side
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -380,6 +380,12 @@ def firing_of(row: Any) -> Firing:
         context=_with_event(row["context"]),
         silenced=row["silenced"],
     )
+
+
+def as_read(firing: Firing) -> Firing:
+    """``firing`` as the engine committed it, the way :func:`firing_of` reads it back."""
+    context = _with_event(firing.context)
+    return firing if context is firing.context else replace(firing, context=context)
 
 
 def _with_event(context: dict[str, Any]) -> dict[str, Any]:

@@ -88,7 +88,7 @@ class Engine:
         state: StateStore,
         clock: Clock,
         *,
-        on_intents: Callable[[], None] | None = None,
+        on_intents: Callable[[Sequence[Firing]], None] | None = None,
         record: bool = False,
         ordered: bool = False,
         forward: Callable[[list[Event]], Awaitable[None]] | None = None,
@@ -514,7 +514,7 @@ class Engine:
                 triggering_event=firing.event_ids[0] if firing.event_ids else None,
             )
         if intents and self.on_intents is not None:
-            self.on_intents()
+            self.on_intents(firings)  # the dispatcher keeps them: its claim need not re-read them
 
 
 class CandidateIndex:

@@ -112,7 +112,7 @@ class Service:
                 ui_base_url=settings.ui_url,
             ),
         )
-        self.engine = Engine(config, self.state, self.clock, on_intents=self.dispatcher.wake)
+        self.engine = Engine(config, self.state, self.clock, on_intents=self.dispatcher.committed)
         self.shard_bus: KafkaBus | None = None
         self.routers: Partitioned | None = None
         self.shards: Partitioned | None = None
@@ -153,7 +153,7 @@ class Service:
                 shard_config(config, p, partitions),
                 self.state.scoped(f"shard/{p}"),
                 self.clock,
-                on_intents=self.dispatcher.wake,
+                on_intents=self.dispatcher.committed,
                 ordered=True,
             ),
         )

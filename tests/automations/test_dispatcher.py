@@ -10,6 +10,7 @@ from uuid import uuid4
 
 import pytest
 
+from automations._state_model import as_read
 from automations.channels import TokenBucket
 from automations.dispatcher import Dispatcher, RetryPolicy
 from automations.spec import RateLimit
@@ -409,3 +410,58 @@ async def test_a_claim_reads_rows_and_firings_as_the_orm_does(state: StateStore)
     assert firings == await state.firings_by_id([row.firing_id])
     assert firings[row.firing_id].context["event"]["payload"] == event["payload"]
     assert await state.claim_due_with_firings(clock.now(), lease, 10) == ([], {})
+
+
+async def test_a_claim_takes_the_firings_the_engine_handed_over_as_they_read_back(
+    state: StateStore,
+) -> None:
+    """A firing the engine committed (context with ``events``) is used as handed to
+    ``Dispatcher.committed``, equal to what the claim would read; others are read."""
+    clock = FakeClock()
+    handed = Firing(
+        id=str(uuid4()),
+        automation="a",
+        state="triggered",
+        at=clock.now(),
+        bucket={"resource.id": "flow-run.1"},
+        event_ids=["e1"],
+        context={"muted": None, "automation": {"name": "a"}, "events": [EVENT], "trigger": "t"},
+    )
+    intent = Intent(handed.id, "a", 0, {"type": "notify", "channel": "team"})
+    await state.commit_batch(
+        processed=[], firings=[handed], intents=[intent], now=clock.now(), checkpoint=None
+    )
+    other_id = await owe(state, clock)
+    known = {handed.id: as_read(handed)}
+    lease = clock.now() + timedelta(seconds=60)
+    claimed, firings = await state.claim_due_with_firings(clock.now(), lease, 10, known)
+    assert {row.id for row in claimed} == {intent.id, other_id}
+    assert firings[handed.id] is known[handed.id]
+    assert firings == await state.firings_by_id([row.firing_id for row in claimed])
+    assert firings[handed.id].context["event"] == EVENT
+
+
+async def test_the_dispatcher_delivers_a_handed_over_firing_once(state: StateStore) -> None:
+    """``committed`` (the engine's hook) wakes the loop; the row is sent with the firing."""
+    clock, team = FakeClock(), RecordingNotifier()
+    handed = Firing(
+        id=str(uuid4()),
+        automation="a",
+        state="triggered",
+        at=clock.now(),
+        bucket={},
+        event_ids=["e1"],
+        context={"events": [EVENT]},
+    )
+    action = {"type": "notify", "channel": "team", "body": "{{ event.event }}"}
+    intent = Intent(handed.id, "a", 0, action)
+    await state.commit_batch(
+        processed=[], firings=[handed], intents=[intent], now=clock.now(), checkpoint=None
+    )
+    dispatcher = Dispatcher(state, {"team": team}, clock, policy=POLICY)
+    dispatcher.committed([handed])
+    assert await dispatcher.dispatch_due() == 1
+    assert [s.message.body for s in team.sent] == ["flow-run.Failed"]
+    assert dispatcher._committed == {}
+    [row] = await state.outbox()
+    assert (row.status, row.attempts) == ("sent", 1)
