@@ -14,6 +14,7 @@ Two tools, used together:
 
 from __future__ import annotations
 
+import json as stdlib_json
 import logging
 import re
 import sys
@@ -22,6 +23,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
+import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
@@ -247,6 +249,15 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
+def _json_line(value: Any, **_: Any) -> str:
+    """One log line's JSON: orjson (a fifth of the stdlib's cost per line), the stdlib
+    for what orjson refuses (integers past 64 bits); anything else as its ``repr``."""
+    try:
+        return orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return stdlib_json.dumps(value, default=repr)
+
+
 def configure_logging(
     redactor: Redactor, json: bool, *, stream: TextIO | None = None, level: str = "info"
 ) -> None:
@@ -267,11 +278,13 @@ def configure_logging(
         redactor.redact_processor,
     ]
     renderer: Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer(serializer=_json_line)
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[*shared, renderer],
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=structlog.WriteLoggerFactory(file=out),
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
