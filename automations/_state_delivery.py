@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import configure_mappers
 
 from automations._state_model import (
+    FIRING_COLUMNS,
     OWED,
     AttemptRow,
     Firing,
@@ -367,7 +368,6 @@ _OUTBOX_COLUMNS = (
     "ref",
     "series",
 )
-_FIRING_COLUMNS = ("id", "automation", "state", "at", "bucket", "event_ids", "silenced", "context")
 _CLAIM_SQLITE = (
     "UPDATE action_outbox SET status = 'sending', attempts = attempts + 1, "  # noqa: S608
     "next_attempt_at = ? WHERE id IN (SELECT id FROM action_outbox "
@@ -399,7 +399,7 @@ async def _claim_on_sqlite(
         if not wanted:
             return rows, []
         sql = (
-            f"SELECT {', '.join(_FIRING_COLUMNS)} FROM firings "  # noqa: S608 (constants only)
+            f"SELECT {', '.join(FIRING_COLUMNS)} FROM firings "  # noqa: S608 (constants only)
             f"WHERE id IN ({', '.join('?' * len(wanted))})"
         )
         return rows, connection.execute(sql, wanted).fetchall()

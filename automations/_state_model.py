@@ -260,7 +260,7 @@ async def driver_fetchall(
     return [tuple(row) for row in (await conn.exec_driver_sql(sql, params)).all()]
 
 
-_FIRING_COLUMNS = ("id", "automation", "state", "at", "bucket", "event_ids", "silenced", "context")
+FIRING_COLUMNS = ("id", "automation", "state", "at", "bucket", "event_ids", "silenced", "context")
 _OUTBOX_COLUMNS = (
     "id",
     "firing_id",
@@ -277,7 +277,7 @@ _OUTBOX_COLUMNS = (
 
 
 def firings_insert(dialect: str) -> str:
-    return driver_insert(dialect, "firings", _FIRING_COLUMNS, 1, "ON CONFLICT DO NOTHING")
+    return driver_insert(dialect, "firings", FIRING_COLUMNS, 1, "ON CONFLICT DO NOTHING")
 
 
 def outbox_insert(dialect: str) -> str:

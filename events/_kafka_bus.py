@@ -307,13 +307,20 @@ class KafkaBus:
             logger=_FASTSTREAM_LOGGER,
             log_level=logging.DEBUG,
         )
-        for sub in self._subscriptions.values():
+        groups = [
+            (sub.group, sub.max_batch, None, self._consumer(sub))
+            for sub in self._subscriptions.values()
+        ] + [
+            (p.group, p.max_batch, _Rebalance(self.topic, p), self._partition_consumer(p))
+            for p in self._partitioned.values()
+        ]
+        for group, max_batch, listener, consume in groups:
             broker.subscriber(
                 # Created by _ensure_topic with the right partition count.
                 Topic(self.topic, declare=False),
                 batch=True,
-                group_id=sub.group,
-                max_records=sub.max_batch,
+                group_id=group,
+                max_records=max_batch,
                 fetch_max_wait_ms=self._fetch_wait_ms,
                 batch_timeout_ms=self._fetch_wait_ms,
                 auto_offset_reset="earliest",
@@ -321,20 +328,8 @@ class KafkaBus:
                 # the same records come again.
                 ack_policy=AckPolicy.NACK_ON_ERROR,
                 decoder=_raw_records,
-            )(self._consumer(sub))
-        for part in self._partitioned.values():
-            broker.subscriber(
-                Topic(self.topic, declare=False),
-                batch=True,
-                group_id=part.group,
-                max_records=part.max_batch,
-                fetch_max_wait_ms=self._fetch_wait_ms,
-                batch_timeout_ms=self._fetch_wait_ms,
-                auto_offset_reset="earliest",
-                ack_policy=AckPolicy.NACK_ON_ERROR,
-                decoder=_raw_records,
-                listener=_Rebalance(self.topic, part),
-            )(self._partition_consumer(part))
+                listener=listener,
+            )(consume)
         return broker
 
     def _consumer(self, sub: _Subscription) -> Any:

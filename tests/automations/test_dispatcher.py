@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -27,14 +26,6 @@ POLICY = RetryPolicy(
     max_delay=timedelta(seconds=60),
     max_age=timedelta(hours=1),
 )
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Claims and attempt records go to the driver as SQL text: run on both dialects."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.db'}"
-    return str(request.getfixturevalue("fresh_postgres_url"))
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -13,8 +12,8 @@ from sqlalchemy import insert, select
 
 from automations._state_engine import AlreadyProcessed
 from automations._state_model import (
-    _FIRING_COLUMNS,
     _OUTBOX_COLUMNS,
+    FIRING_COLUMNS,
     FiringRow,
     OutboxRow,
     firing_row,
@@ -25,13 +24,6 @@ from events.database import create_engine
 
 T0 = datetime(2026, 11, 21, 10, 0, 0, 123456, tzinfo=UTC)
 PLUS2 = timezone(timedelta(hours=2))
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.db'}"
-    return str(request.getfixturevalue("fresh_postgres_url"))
 
 
 @pytest.fixture
@@ -77,7 +69,7 @@ async def rows(store: StateStore, table: Any) -> dict[str, dict[str, Any]]:
 def test_the_driver_columns_are_the_tables() -> None:
     firings = FiringRow.__table__  # type: ignore[attr-defined]
     outbox = OutboxRow.__table__  # type: ignore[attr-defined]
-    assert set(_FIRING_COLUMNS) == {c.name for c in firings.columns}
+    assert set(FIRING_COLUMNS) == {c.name for c in firings.columns}
     assert set(_OUTBOX_COLUMNS) == {c.name for c in outbox.columns} - {"ref"}
 
 
