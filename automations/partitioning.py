@@ -57,7 +57,7 @@ def shard_of(automation: str, partitions: int) -> int:
 
 
 def shard_config(config: Config, partition: int, partitions: int) -> Config:
-    """``config`` with only the enabled automations partition ``partition`` owns."""
+    """``config`` with only the automations partition ``partition`` owns."""
     mine = [a for a in config.automations if shard_of(a.name, partitions) == partition]
     return config.model_copy(update={"automations": mine})
 
@@ -108,9 +108,7 @@ class Partitioned:
                     await engine.handle(events)
                 self._progress.set()
             except Fenced:
-                # Another replica owns it now; if it comes back here, it is re-read.
-                self.engines.pop(partition, None)
-                log.warning("partition_fenced", group=self.name, partition=partition)
+                self._fenced(partition)
                 raise
 
     async def progressed(self, timeout: float) -> None:
@@ -137,9 +135,13 @@ class Partitioned:
                 try:
                     fired += await engine.tick()
                 except Fenced:
-                    self.engines.pop(partition, None)
-                    log.warning("partition_fenced", group=self.name, partition=partition)
+                    self._fenced(partition)
         return fired
+
+    def _fenced(self, partition: int) -> None:
+        """Another replica owns it now; if it comes back here, it is read afresh."""
+        self.engines.pop(partition, None)
+        log.warning("partition_fenced", group=self.name, partition=partition)
 
 
 class Router:
@@ -156,6 +158,7 @@ class Router:
         enabled = [a for a in config.automations if a.enabled]
         self.partitions = partitions
         self.index = CandidateIndex(enabled)
+        self._shard = {a.name: shard_of(a.name, partitions) for a in enabled}
         self._publish = publish
         self._publish_watermark = publish_watermark
         self.clock = clock
@@ -163,7 +166,7 @@ class Router:
         self._watermark_sent_at: datetime | None = None
 
     def targets(self, event: Event) -> set[int]:
-        return {shard_of(name, self.partitions) for name in self.index.candidates(event)}
+        return {self._shard[name] for name in self.index.candidates(event)}
 
     async def forward(self, events: list[Event]) -> None:
         by_partition: dict[int, list[Event]] = {}

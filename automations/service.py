@@ -253,7 +253,11 @@ class Service:
             for events, _, engine_sees_all in waiting:
                 for event in events:
                     stamped.append(event.with_received(self._next_received()))
-                    if not engine_sees_all and not self.engine.index.candidates(event):
+                    if (
+                        self.settings.embedded  # on Kafka, every event is published
+                        and not engine_sees_all
+                        and not self.engine.index.candidates(event)
+                    ):
                         unread.add(event.id)
             try:
                 if self.settings.embedded:
@@ -290,18 +294,19 @@ class Service:
 
         return handle
 
-    def _next_wakeup(self) -> datetime | None:
+    def _timed(self) -> list[Engine | Partitioned]:
+        """What holds deadlines: the one engine, or the routers' and shards' engines."""
         if self.routers is None or self.shards is None:
-            return self.engine.next_wakeup()
-        moments = [m for m in (self.routers.next_wakeup(), self.shards.next_wakeup()) if m]
+            return [self.engine]
+        return [self.routers, self.shards]
+
+    def _next_wakeup(self) -> datetime | None:
+        moments = [m for t in self._timed() if (m := t.next_wakeup()) is not None]
         return min(moments, default=None)
 
     async def _tick(self) -> None:
-        if self.routers is None or self.shards is None:
-            await self.engine.tick()
-        else:
-            await self.routers.tick()
-            await self.shards.tick()
+        for timed in self._timed():
+            await timed.tick()
 
     async def _timer_forever(self) -> None:
         """Settle deadlines when they fall due (a timer, not a poll)."""
