@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, Self
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from automations._state_model import (
@@ -52,7 +52,10 @@ _CHUNK = 500  # rows per multi-row INSERT ... RETURNING (2 parameters each)
 _IGNORE = "ON CONFLICT DO NOTHING"
 _FRESH = "ON CONFLICT DO NOTHING RETURNING event_id"
 _CHECKPOINT = "ON CONFLICT (name) DO UPDATE SET received = excluded.received"
-_FENCE = "UPDATE engine_scopes SET epoch = ? WHERE scope = ? AND epoch = ?"  # SQLite's
+_FENCE = {  # still the owner? (on PostgreSQL the row stays locked until commit)
+    "sqlite": "UPDATE engine_scopes SET epoch = ? WHERE scope = ? AND epoch = ?",
+    "postgresql": "UPDATE engine_scopes SET epoch = $1 WHERE scope = $2 AND epoch = $3",
+}
 
 
 def _run_on_sqlite(
@@ -109,18 +112,6 @@ class EngineState(StoreBase):
         assert row is not None
         self.epoch = int(row[0])
         return self.epoch
-
-    async def _fence(self, conn: AsyncConnection) -> None:
-        """Inside a batch's transaction: still the owner? (locks the row until commit)."""
-        table = EngineScopeRow.__table__  # type: ignore[attr-defined]
-        result = await conn.execute(
-            update(table)
-            .where(table.c.scope == self.scope)
-            .where(table.c.epoch == self.epoch)
-            .values(epoch=self.epoch)
-        )
-        if result.rowcount != 1:
-            raise Fenced(f"engine scope {self.scope!r} was claimed by a newer owner")
 
     async def unprocessed(self, event_ids: Sequence[UUID]) -> set[UUID]:
         if not event_ids:
@@ -182,8 +173,7 @@ class EngineState(StoreBase):
                 except StopIteration:
                     break
                 if kind == "fence":
-                    await self._fence(conn)  # raises Fenced itself
-                    result = 1
+                    result = (await conn.exec_driver_sql(sql, params)).rowcount
                 elif kind == "fetch":
                     result = await driver_fetchall(conn, sql, params)
                 else:
@@ -206,7 +196,7 @@ class EngineState(StoreBase):
         ``fence`` (sent back: rows updated), ``fetch`` (sent back: the rows), ``many``."""
         at = driver_time(now, dialect)
         if self.epoch is not None:
-            updated = yield ("fence", _FENCE, (self.epoch, self.scope, self.epoch))
+            updated = yield ("fence", _FENCE[dialect], (self.epoch, self.scope, self.epoch))
             if updated != 1:
                 raise Fenced(f"engine scope {self.scope!r} was claimed by a newer owner")
         if keys and require_fresh:

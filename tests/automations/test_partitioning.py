@@ -55,8 +55,9 @@ def _event(n: int, name: str = "flow-run.Failed", **extra: Any) -> Event:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
-    db = create_engine(f"sqlite:///{tmp_path / 'engine.db'}")
+async def store(url: str) -> AsyncIterator[StateStore]:
+    """On SQLite and PostgreSQL (``url``): the fence runs as each one's own SQL."""
+    db = create_engine(url)
     state = StateStore(db)
     await state.create_tables()
     yield state
