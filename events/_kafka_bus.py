@@ -199,9 +199,7 @@ class KafkaBus:
     # -- publishing --------------------------------------------------------
     async def publish(self, events: Sequence[Event]) -> None:
         """Send every event, then wait for all acknowledgements together."""
-        broker = self._broker
-        if broker is None:
-            raise BusError("the Kafka bus is not started; call start() before publish()")
+        broker = self._started()
         if not events:
             return
         try:
@@ -218,12 +216,7 @@ class KafkaBus:
             ]
         except (KafkaError, FastStreamException) as exc:
             raise BusError(f"could not publish to {self.topic!r}: {exc!r}") from exc
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise BusError(
-                    f"the broker did not acknowledge a record on {self.topic!r}: {result!r}"
-                ) from result
+        await self._acknowledged(futures)
 
     async def publish_to(self, batches: Mapping[int, Sequence[Event]]) -> None:
         """Send events to chosen partitions, one produce batch per partition, acked together.
@@ -239,9 +232,7 @@ class KafkaBus:
     async def _send_batches(
         self, batches: Mapping[int, Sequence[bytes]], headers: dict[str, str] | None = None
     ) -> None:
-        broker = self._broker
-        if broker is None:
-            raise BusError("the Kafka bus is not started; call start() before publish()")
+        broker = self._started()
         futures: list[asyncio.Future[Any]] = []
         try:
             for partition, values in batches.items():
@@ -267,6 +258,15 @@ class KafkaBus:
                     take = len(rest)
         except (KafkaError, FastStreamException) as exc:
             raise BusError(f"could not publish to {self.topic!r}: {exc!r}") from exc
+        await self._acknowledged(futures)
+
+    def _started(self) -> KafkaBroker:
+        if self._broker is None:
+            raise BusError("the Kafka bus is not started; call start() before publish()")
+        return self._broker
+
+    async def _acknowledged(self, futures: Sequence[asyncio.Future[Any]]) -> None:
+        """Wait for every queued record's acknowledgement; the first failure raises."""
         for result in await asyncio.gather(*futures, return_exceptions=True):
             if isinstance(result, BaseException):
                 raise BusError(
