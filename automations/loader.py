@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -42,6 +42,9 @@ Loc = tuple[str | int, ...]
 
 _ENV_REF = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _TOP_LEVEL = ("channels", "automations", "silences", "orchestrators")
+_M = TypeVar("_M", bound=BaseModel)
+_CHANNELS_HINT = "must be a mapping of channel name to {url: ...}"
+_ORCHESTRATORS_HINT = "must be a mapping of name to {prefect: {api_url: ...}} or {http: {...}}"
 # Fields whose value is a discriminated union: pydantic puts the tag in ``loc`` after them.
 _UNIONS: dict[str, dict[str, type[BaseModel]]] = {
     "trigger": TRIGGER_TYPES,
@@ -73,7 +76,9 @@ def load_config(paths: Sequence[Path], env: Mapping[str, str]) -> Config:
         document = _read(path, env, secrets, problems)
         if document is None:
             continue
-        for name, channel in _validate_channels(document, problems).items():
+        for name, channel in _validate_named(
+            document, problems, "channels", Channel, _CHANNELS_HINT
+        ).items():
             line = document.line(("channels", name))
             if name in channels:
                 _, first_file, first_line = channels[name]
@@ -90,7 +95,9 @@ def load_config(paths: Sequence[Path], env: Mapping[str, str]) -> Config:
             automations.append((automation, document, index))
             problems.extend(check_loops(automation, document.problem, ("automations", index)))
         silences.extend(_validate_silences(document, problems))
-        orchestrators.update(_validate_orchestrators(document, problems))
+        orchestrators.update(
+            _validate_named(document, problems, "orchestrators", Orchestrator, _ORCHESTRATORS_HINT)
+        )
         raw = document.data.get("automations")
         if isinstance(raw, list):
             raw_automations.extend(
@@ -265,44 +272,22 @@ class _Builder:
 # -- validation --------------------------------------------------------------
 
 
-def _validate_channels(document: _Document, problems: list[Problem]) -> dict[str, Channel]:
-    raw = document.data.get("channels", {})
+def _validate_named(
+    document: _Document, problems: list[Problem], key: str, model: type[_M], hint: str
+) -> dict[str, _M]:
+    """A top-level mapping of name to ``model``; every entry's errors are reported."""
+    raw = document.data.get(key, {})
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        problems.append(
-            document.problem(("channels",), "must be a mapping of channel name to {url: ...}")
-        )
+        problems.append(document.problem((key,), hint))
         return {}
-    out: dict[str, Channel] = {}
+    out: dict[str, _M] = {}
     for name, body in raw.items():
         try:
-            out[str(name)] = Channel.model_validate(body)
+            out[str(name)] = model.model_validate(body)
         except ValidationError as exc:
-            problems.extend(_from_pydantic(document, ("channels", name), Channel, exc))
-    return out
-
-
-def _validate_orchestrators(
-    document: _Document, problems: list[Problem]
-) -> dict[str, Orchestrator]:
-    raw = document.data.get("orchestrators", {})
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        problems.append(
-            document.problem(
-                ("orchestrators",),
-                "must be a mapping of name to {prefect: {api_url: ...}} or {http: {...}}",
-            )
-        )
-        return {}
-    out: dict[str, Orchestrator] = {}
-    for name, body in raw.items():
-        try:
-            out[str(name)] = Orchestrator.model_validate(body)
-        except ValidationError as exc:
-            problems.extend(_from_pydantic(document, ("orchestrators", name), Orchestrator, exc))
+            problems.extend(_from_pydantic(document, (key, name), model, exc))
     return out
 
 
