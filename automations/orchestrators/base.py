@@ -35,10 +35,7 @@ __all__ = [
     "OrchestratorConfigError",
     "RunController",
     "elapsed_ms",
-    "exception_result",
     "resource_key",
-    "retry_after_seconds",
-    "status_failure",
 ]
 
 STATE_TYPES = frozenset(
@@ -197,6 +194,18 @@ class HttpAdapter:
             follow_redirects=False,
         )
 
+    async def _request(
+        self, target: str, started: float, method: str, url: str, **kwargs: Any
+    ) -> httpx.Response | ControlResult:
+        """One request; a transport error or a non-2xx answer becomes the failure result."""
+        try:
+            response = await self._client.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            return _exception_result(target, elapsed_ms(started), exc, self._timeout)
+        if not response.is_success:
+            return _status_failure(target, elapsed_ms(started), response)
+        return response
+
     async def aclose(self) -> None:
         """Close the HTTP client."""
         await self._client.aclose()
@@ -226,7 +235,7 @@ def resource_key(value: str, kind: str) -> str:
     return value
 
 
-def status_failure(target: str, latency_ms: float, response: httpx.Response) -> ControlResult:
+def _status_failure(target: str, latency_ms: float, response: httpx.Response) -> ControlResult:
     """A non-2xx answer: retryable for 5xx/429/408/425, with ``Retry-After`` when given."""
     code = response.status_code
     reason = f"orchestrator answered HTTP {code}"
@@ -243,7 +252,7 @@ def status_failure(target: str, latency_ms: float, response: httpx.Response) -> 
     )
 
 
-def exception_result(
+def _exception_result(
     target: str, latency_ms: float, exc: Exception, timeout: float
 ) -> ControlResult:
     """Translate an httpx exception: timeouts and transport errors are retryable.

@@ -41,9 +41,7 @@ from automations.orchestrators.base import (
     HttpAdapter,
     OrchestratorConfigError,
     elapsed_ms,
-    exception_result,
     resource_key,
-    status_failure,
 )
 from events.clock import Clock, SystemClock
 from notifiers import TemplateError, check_syntax, mask_url, render_field, render_json
@@ -211,17 +209,11 @@ class HttpController(HttpAdapter):
             )
         target = f"{request.method} {mask_url(request.url)}"
         headers = {**request.headers, "Idempotency-Key": idempotency_key}
-        try:
-            response = await self._client.request(
-                request.method,
-                request.url,
-                headers=headers,
-                json=request.body if request.body is not None else None,
-            )
-        except httpx.HTTPError as exc:
-            return exception_result(target, elapsed_ms(started), exc, self._timeout)
-        if not response.is_success:
-            return status_failure(target, elapsed_ms(started), response)
+        response = await self._request(
+            target, started, request.method, request.url, headers=headers, json=request.body
+        )
+        if isinstance(response, ControlResult):
+            return response
         created_id = _created_id(response, template.created_id_path)
         return ControlResult.success(
             target,

@@ -43,17 +43,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import httpx
-
 from automations.orchestrators.base import (
     STATE_TYPES,
     ControlResult,
     HttpAdapter,
     OrchestratorConfigError,
     elapsed_ms,
-    exception_result,
     resource_key,
-    status_failure,
 )
 from events.clock import Clock, SystemClock
 from notifiers import mask_url
@@ -285,13 +281,11 @@ class PrefectController(HttpAdapter):
         self, method: str, path: str, body: Any, started: float
     ) -> _Answer | ControlResult:
         """One request; a transport error, a non-2xx or a non-JSON answer becomes a result."""
-        url = self._api_url + path
-        try:
-            response = await self._client.request(method, url, json=body)
-        except httpx.HTTPError as exc:
-            return exception_result(self._target(path), elapsed_ms(started), exc, self._timeout)
-        if not response.is_success:
-            return status_failure(self._target(path), elapsed_ms(started), response)
+        response = await self._request(
+            self._target(path), started, method, self._api_url + path, json=body
+        )
+        if isinstance(response, ControlResult):
+            return response
         try:
             payload = response.json()
         except ValueError:
