@@ -15,6 +15,7 @@ from automations.api import create_app
 from automations.loader import load_config
 from automations.service import Service
 from automations.settings import Settings
+from events.clock import Clock
 from notifiers import Notifier
 
 TOKEN = "test-token-0123456789"
@@ -75,6 +76,7 @@ async def running_service(
     notifiers: Mapping[str, Notifier] | None = None,
     max_body_bytes: int | None = None,
     topic: str = "runbell.events",
+    clock: Clock | None = None,
 ) -> AsyncIterator[Running]:
     config_file = tmp_path / "automations.yaml"
     config_file.write_text(yaml_text)
@@ -87,7 +89,7 @@ async def running_service(
         env=dict(env),
         **({"max_body_bytes": max_body_bytes} if max_body_bytes else {}),
     )
-    service = Service(settings, config, notifiers=notifiers)
+    service = Service(settings, config, clock=clock, notifiers=notifiers)
     app = create_app(service, TOKEN, manage_lifecycle=False)
     await service.start()
     try:

@@ -7,17 +7,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from automations.api import create_app
-from automations.loader import load_config
-from automations.service import Service
-from automations.settings import Settings
 from automations.testing import settle
 from events.testing import FakeClock
 from notifiers.testing import RecordingNotifier
-from tests.automations.service_harness import TOKEN, failed_run
+from tests.automations.service_harness import failed_run, running_service
 
 GROUPED_YAML = """
 channels:
@@ -64,38 +59,33 @@ async def test_two_hundred_become_one_on_postgres(tmp_path: Path, fresh_postgres
 
 
 async def _two_hundred_become_one(tmp_path: Path, database_url: str) -> None:
-    (tmp_path / "automations.yaml").write_text(GROUPED_YAML)
-    config = load_config([tmp_path / "automations.yaml"], {})
-    settings = Settings(bus_url="memory://", database_url=database_url, api_token=TOKEN, env={})
     clock, team = FakeClock(), RecordingNotifier()
-    service = Service(settings, config, clock=clock, notifiers={"team": team})
-    await service.start()
-    try:
-        transport = httpx.ASGITransport(app=create_app(service, TOKEN, manage_lifecycle=False))
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://runbell.test",
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        ) as client:
-            events = [etl_failure(clock, run) for run in range(200)]
-            assert (await client.post("/api/events", json=events)).status_code == 202
-            await settle(service)
-            grouped = await service.state.outbox(status="grouped", limit=1000)
-            assert (len(grouped), team.sent) == (200, [])
+    async with running_service(
+        tmp_path,
+        env={},
+        yaml_text=GROUPED_YAML,
+        database_url=database_url,
+        notifiers={"team": team},
+        clock=clock,
+    ) as running:
+        service, client = running.service, running.client
+        events = [etl_failure(clock, run) for run in range(200)]
+        assert (await client.post("/api/events", json=events)).status_code == 202
+        await settle(service)
+        grouped = await service.state.outbox(status="grouped", limit=1000)
+        assert (len(grouped), team.sent) == (200, [])
 
-            await clock.advance(timedelta(seconds=30))
-            for _ in range(40):  # the dispatcher's timer wakes on the fake clock
-                if team.sent:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await service.dispatcher.progressed(0.25)
-            await settle(service)
+        await clock.advance(timedelta(seconds=30))
+        for _ in range(40):  # the dispatcher's timer wakes on the fake clock
+            if team.sent:
+                break
+            with contextlib.suppress(TimeoutError):
+                await service.dispatcher.progressed(0.25)
+        await settle(service)
 
-            [sent] = team.sent
-            assert sent.message.subject == "[FIRING:200] production-failures deployment=etl"
-            assert "- and 180 more" in sent.message.body
-            answer = await client.get("/api/deliveries", params={"status": "sent"})
-            [delivery] = answer.json()["deliveries"]
-            assert delivery["id"] == sent.idempotency_key
-    finally:
-        await service.stop()
+        [sent] = team.sent
+        assert sent.message.subject == "[FIRING:200] production-failures deployment=etl"
+        assert "- and 180 more" in sent.message.body
+        answer = await client.get("/api/deliveries", params={"status": "sent"})
+        [delivery] = answer.json()["deliveries"]
+        assert delivery["id"] == sent.idempotency_key
