@@ -19,6 +19,7 @@ __all__ = [
     "elapsed_ms",
     "exception_result",
     "register_secrets",
+    "response_result",
     "retry_after_seconds",
     "status_failure",
 ]
@@ -52,6 +53,9 @@ class Answer(Protocol):
 
     @property
     def status_code(self) -> int: ...
+
+    @property
+    def is_success(self) -> bool: ...
 
     @property
     def headers(self) -> Mapping[str, Any]: ...
@@ -115,6 +119,13 @@ def status_failure(
         status_code=code,
         retry_after=retry_after_seconds(response),
     )
+
+
+def response_result(target: str, started: float, response: Answer, what: str) -> SendResult:
+    """A 2xx answer is a delivery; anything else is :func:`status_failure`."""
+    if response.is_success:
+        return SendResult.success(target, elapsed_ms(started), status_code=response.status_code)
+    return status_failure(target, started, response, what)
 
 
 def exception_result(target: str, started: float, exc: Exception, timeout: float) -> SendResult:

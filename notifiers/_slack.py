@@ -27,6 +27,7 @@ from notifiers._http import (
     elapsed_ms,
     exception_result,
     register_secrets,
+    response_result,
     retry_after_seconds,
     status_failure,
 )
@@ -271,11 +272,7 @@ class SlackNotifier:
             )
         except HttpError as exc:
             return exception_result(self._target, started, exc, self._timeout)
-        if response.is_success:
-            return SendResult.success(
-                self._target, elapsed_ms(started), status_code=response.status_code
-            )
-        return status_failure(self._target, started, response, "slack webhook")
+        return response_result(self._target, started, response, "slack webhook")
 
     async def _call(self, method: str, body: dict[str, Any]) -> SendResult:
         started = time.perf_counter()

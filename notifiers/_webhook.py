@@ -33,10 +33,9 @@ import httpx
 
 from notifiers._http import (
     POOL_LIMITS,
-    elapsed_ms,
     exception_result,
     register_secrets,
-    status_failure,
+    response_result,
 )
 from notifiers.errors import ChannelConfigError
 from notifiers.model import Message, SendResult
@@ -134,8 +133,4 @@ class WebhookNotifier:
             )
         except httpx.HTTPError as exc:
             return exception_result(self._target, started, exc, self._timeout)
-        if response.is_success:
-            return SendResult.success(
-                self._target, elapsed_ms(started), status_code=response.status_code
-            )
-        return status_failure(self._target, started, response, "webhook")
+        return response_result(self._target, started, response, "webhook")
