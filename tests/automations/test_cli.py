@@ -122,13 +122,7 @@ def test_make_run_demo_shows_the_loop(tmp_path: Path) -> None:
 def test_import_prefect_prints_yaml_and_warns_on_stderr() -> None:
     """`runbell import prefect FILE`: runbell YAML on stdout, differences on stderr."""
     source = ROOT / "tests" / "fixtures" / "prefect_automations" / "docs_automations.yaml"
-    done = subprocess.run(
-        [str(RUNBELL), "import", "prefect", str(source)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _import_prefect(source)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("# Imported from Prefect")
     assert "automations:" in done.stdout
@@ -142,13 +136,7 @@ def test_import_prefect_reports_a_bad_file(tmp_path: Path) -> None:
     """Malformed input exits 1 with the file and what is wrong."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("automations:\n  - name: x\n    trigger: [\n")
-    done = subprocess.run(
-        [str(RUNBELL), "import", "prefect", str(bad)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _import_prefect(bad)
     assert done.returncode == 1
     assert str(bad) in done.stderr
 
@@ -163,3 +151,13 @@ def test_the_fuller_example_validates() -> None:
     result = runner.invoke(app, ["validate", str(ROOT / "examples" / "production.yaml")], env=env)
     assert result.exit_code == 0, result.output
     assert "6 automation(s), 3 channel(s)" in result.output
+
+
+def _import_prefect(source: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(RUNBELL), "import", "prefect", str(source)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
