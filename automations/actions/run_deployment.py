@@ -8,41 +8,34 @@ id is stored with the delivery and named in ``automation.action.executed``.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
+from typing import Any
 
 from automations.actions import _orchestrated
 from automations.actions.base import ActionResult, Job, RunController, Runtime
 from automations.orchestrators.base import ControlResult
 from automations.spec import RunDeploymentAction
-from notifiers import TemplateError, render_json
 
 __all__ = ["execute"]
 
 
 async def execute(action: RunDeploymentAction, job: Job, runtime: Runtime) -> ActionResult:
     """One create-run call; ``schedule_after`` delays the new run's start."""
-    try:
-        rendered = await asyncio.to_thread(
-            render_json,
-            {"parameters": action.parameters, "job_variables": action.job_variables},
-            job.context,
-        )
-        parameters, job_variables = rendered["parameters"], rendered["job_variables"]
-    except TemplateError as exc:
-        return ActionResult.failed("-", f"template: {exc}")
 
-    async def act(controller: RunController, deployment_id: str) -> ControlResult:
+    async def act(
+        controller: RunController, deployment_id: str, rendered: dict[str, Any]
+    ) -> ControlResult:
         return await controller.run_deployment(
             deployment_id,
-            parameters=parameters or {},
+            parameters=rendered["parameters"] or {},
             idempotency_key=job.key,
             schedule_after=action.schedule_after or None,
-            job_variables=job_variables,
+            job_variables=rendered["job_variables"],
         )
 
+    templates = {"parameters": action.parameters, "job_variables": action.job_variables}
     result = await _orchestrated.call(
-        job, runtime, action.orchestrator, action.target, "deployment id", act
+        job, runtime, action.orchestrator, action.target, "deployment id", act, templates
     )
     if result.ok and result.created_id:
         ref = {**(result.ref or {}), "flow_run_id": result.created_id}
