@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -233,11 +233,17 @@ def _sqlite_rows(path: Path, sql: str) -> list[Any]:
 # -- the service --------------------------------------------------------------------
 @contextlib.contextmanager
 def runbell_serve(
-    workdir: Path, *, bus_url: str, database_url: str, hook_url: str
+    workdir: Path,
+    *,
+    bus_url: str,
+    database_url: str,
+    hook_url: str = "",
+    automations_yaml: str = AUTOMATIONS_YAML,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[str, int]]:
     """``runbell serve`` in a subprocess on a free port; yields its base URL and pid."""
     config = workdir / "automations.yaml"
-    config.write_text(AUTOMATIONS_YAML)
+    config.write_text(automations_yaml)
     port = free_port()
     env = {
         **os.environ,
@@ -245,6 +251,7 @@ def runbell_serve(
         "RUNBELL_BUS": bus_url,
         "RUNBELL_DATABASE_URL": database_url,
         "HOOK_URL": hook_url,
+        **(extra_env or {}),
     }
     cmd = [
         str(BIN / "runbell"),

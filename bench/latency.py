@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import uuid4
 
 import orjson
@@ -262,36 +263,23 @@ def summary(values_ns: list[int]) -> dict[str, float]:
     }
 
 
-def write_config(workdir: Path, receiver_port: int) -> Path:
-    config = workdir / "automations.yaml"
-    hook = f"http://{h.HOST}:{receiver_port}/services/T0BENCH/B0BENCH/bench"
-    config.write_text(AUTOMATIONS_YAML.format(hook=hook))
-    return config
-
-
 @contextlib.contextmanager
 def serve(workdir: Path, receiver_port: int, *, bus_url: str, database_url: str) -> Any:
-    config = write_config(workdir, receiver_port)
-    port = h.free_port()
-    env = {
-        **os.environ,
-        "RUNBELL_API_TOKEN": h.TOKEN,
-        "RUNBELL_BUS": bus_url,
-        "RUNBELL_DATABASE_URL": database_url,
-    }
+    """``runbell serve`` notifying the receiver's fake Slack; yields its port and pid."""
+    hook = f"http://{h.HOST}:{receiver_port}/services/T0BENCH/B0BENCH/bench"
+    extra_env = {}
     if SOURCE:  # --commit: the service imports that commit's tree, not the working tree
-        env["PYTHONPATH"] = os.pathsep.join([SOURCE, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    cmd = [
-        str(h.BIN / "runbell"),
-        "serve",
-        "--config",
-        str(config),
-        "--port",
-        str(port),
-        "--log-json",
-    ]
-    with h.process(cmd, port, workdir / "serve.log", env=env, timeout=60) as proc:
-        yield port, proc.pid
+        extra_env["PYTHONPATH"] = os.pathsep.join(
+            [SOURCE, os.environ.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep)
+    with h.runbell_serve(
+        workdir,
+        bus_url=bus_url,
+        database_url=database_url,
+        automations_yaml=AUTOMATIONS_YAML.format(hook=hook),
+        extra_env=extra_env,
+    ) as (url, pid):
+        yield urlsplit(url).port, pid
 
 
 def profiler(args: argparse.Namespace, workdir: Path, pid: int, name: str) -> Any:
