@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Result, Select, bindparam, func, select, update
+from sqlalchemy import Result, Select, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import configure_mappers
 
@@ -27,14 +27,13 @@ from automations._state_model import (
     driver_insert,
     firing_of,
     insert_ignore,
-    intent_row,
     intent_values,
     newest,
     outbox_insert,
     outbox_rows,
 )
 from events._sqlite_direct import in_transaction, sqlite_time
-from events.database import UtcDateTime, driver_bool, driver_time
+from events.database import UtcDateTime, driver_bool, driver_json, driver_time
 
 _OUTBOX = OutboxRow.__table__  # type: ignore[attr-defined]
 _FIRINGS = FiringRow.__table__  # type: ignore[attr-defined]
@@ -159,45 +158,16 @@ class DeliveryState(StoreBase):
         if not outcomes:
             return
         if self.engine.dialect.name == "sqlite":
-            await in_transaction(self.engine, lambda c: _record_on_sqlite(c, outcomes))
+
+            def record(connection: sqlite3.Connection) -> None:
+                for sql, rows in _record_statements(outcomes, "sqlite"):
+                    connection.executemany(sql, rows)
+
+            await in_transaction(self.engine, record)
             return
-        outbox = _OUTBOX
         async with self.engine.begin() as conn:
-            # The two hot statements go to the driver with pre-encoded values: one
-            # executemany each, no per-row SQLAlchemy bind processing.
-            dialect = conn.dialect.name
-            await driver_executemany(
-                conn,
-                driver_insert(dialect, "delivery_attempts", _ATTEMPT_COLUMNS),
-                [_attempt_values(o.attempt, dialect) for o in outcomes],
-            )
-            await driver_executemany(
-                conn,
-                _outcome_sql(dialect),
-                [
-                    (
-                        o.status,
-                        None
-                        if o.next_attempt_at is None
-                        else driver_time(o.next_attempt_at, dialect),
-                        o.error,
-                        o.attempt.outbox_id,
-                    )
-                    for o in outcomes
-                ],
-            )
-            refs = [{"b_id": o.attempt.outbox_id, "b_ref": dict(o.ref)} for o in outcomes if o.ref]
-            if refs:
-                await conn.execute(
-                    update(outbox)
-                    .where(outbox.c.id == bindparam("b_id"))
-                    .values(ref=bindparam("b_ref", type_=JSON)),
-                    refs,
-                )
-            spawned = [intent_row(i, o.attempt.at) for o in outcomes for i in o.spawn]
-            if spawned:
-                stmt = insert_ignore(conn, outbox)
-                await conn.execute(stmt.on_conflict_do_nothing(), spawned)
+            for sql, rows in _record_statements(outcomes, conn.dialect.name):
+                await driver_executemany(conn, sql, rows)
 
     async def outbox(self, status: str | None = None, limit: int = 100) -> list[OutboxRow]:
         stmt = newest(_OUTBOX, limit, _OUTBOX.c.created_at.desc(), status=status)
@@ -448,31 +418,43 @@ _NEXT_DUE_SQLITE = (
 )
 
 
-def _record_on_sqlite(connection: sqlite3.Connection, outcomes: Sequence[Outcome]) -> None:
-    """:meth:`DeliveryState.record_attempts`' statements, on aiosqlite's thread."""
-    connection.executemany(
-        driver_insert("sqlite", "delivery_attempts", _ATTEMPT_COLUMNS),
-        [_attempt_values(o.attempt, "sqlite") for o in outcomes],
-    )
-    connection.executemany(
-        _outcome_sql("sqlite"),
-        [
-            (
-                o.status,
-                None if o.next_attempt_at is None else driver_time(o.next_attempt_at, "sqlite"),
-                o.error,
-                o.attempt.outbox_id,
-            )
-            for o in outcomes
-        ],
-    )
-    refs = [(orjson.dumps(dict(o.ref)).decode(), o.attempt.outbox_id) for o in outcomes if o.ref]
+def _record_statements(
+    outcomes: Sequence[Outcome], dialect: str
+) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """:meth:`DeliveryState.record_attempts`' statements, each with its pre-encoded rows
+    (one executemany each, no per-row SQLAlchemy bind processing)."""
+    statements = [
+        (
+            driver_insert(dialect, "delivery_attempts", _ATTEMPT_COLUMNS),
+            [_attempt_values(o.attempt, dialect) for o in outcomes],
+        ),
+        (
+            _outcome_sql(dialect),
+            [
+                (
+                    o.status,
+                    None if o.next_attempt_at is None else driver_time(o.next_attempt_at, dialect),
+                    o.error,
+                    o.attempt.outbox_id,
+                )
+                for o in outcomes
+            ],
+        ),
+    ]
+    refs = [(driver_json(dict(o.ref)), o.attempt.outbox_id) for o in outcomes if o.ref]
     if refs:
-        connection.executemany("UPDATE action_outbox SET ref = ? WHERE id = ?", refs)
+        statements.append((_REF_SQL[dialect], refs))
     spawned = [
-        intent_values(i, driver_time(o.attempt.at, "sqlite"), "sqlite")
+        intent_values(i, driver_time(o.attempt.at, dialect), dialect)
         for o in outcomes
         for i in o.spawn
     ]
     if spawned:
-        connection.executemany(outbox_insert("sqlite"), spawned)
+        statements.append((outbox_insert(dialect), spawned))
+    return statements
+
+
+_REF_SQL = {
+    "sqlite": "UPDATE action_outbox SET ref = ? WHERE id = ?",
+    "postgresql": "UPDATE action_outbox SET ref = $1 WHERE id = $2",
+}
