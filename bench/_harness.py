@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -286,6 +287,11 @@ def failed_run(run: str, i: int, occurred: str = "2026-11-21T11:36:31.269221Z") 
 def failed_runs(count: int, run: str) -> list[dict[str, Any]]:
     """``count`` distinct failing runs."""
     return [failed_run(run, i) for i in range(count)]
+
+
+def versions(*packages: str) -> dict[str, str]:
+    """The installed version of each package, for the results file."""
+    return {package: version(package) for package in packages}
 
 
 def machine() -> dict[str, Any]:

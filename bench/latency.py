@@ -37,7 +37,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -589,19 +588,16 @@ async def main(args: argparse.Namespace) -> int:
     started = datetime.now(UTC)
     info: dict[str, Any] = {
         "machine": h.machine(),
-        "versions": {
-            p: version(p)
-            for p in (
-                "runbell",
-                "aiokafka",
-                "sqlalchemy",
-                "aiosqlite",
-                "asyncpg",
-                "uvicorn",
-                "fastapi",
-                "httpx",
-            )
-        },
+        "versions": h.versions(
+            "runbell",
+            "aiokafka",
+            "sqlalchemy",
+            "aiosqlite",
+            "asyncpg",
+            "uvicorn",
+            "fastapi",
+            "httpx",
+        ),
     }
     print(
         f"runbell latency: {', '.join(f'{r:,}/s' for r in args.rates)} for {args.duration:g} s "

@@ -29,7 +29,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -349,21 +348,18 @@ async def main() -> int:
     started = datetime.now(UTC)
     info: dict[str, Any] = {
         "machine": h.machine(),
-        "versions": {
-            p: version(p)
-            for p in (
-                "runbell",
-                "aiokafka",
-                "faststream",
-                "sqlalchemy",
-                "aiosqlite",
-                "asyncpg",
-                "uvicorn",
-                "fastapi",
-                "httpx",
-                "orjson",
-            )
-        },
+        "versions": h.versions(
+            "runbell",
+            "aiokafka",
+            "faststream",
+            "sqlalchemy",
+            "aiosqlite",
+            "asyncpg",
+            "uvicorn",
+            "fastapi",
+            "httpx",
+            "orjson",
+        ),
     }
     print(
         f"runbell throughput: {args.events:,} events x {args.repeat} reps, batches of "
