@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from automations.spec._base import UNIT_SECONDS
+
 PREFIX = "prefect."
 
 _ISO_DURATION = re.compile(
@@ -140,7 +142,7 @@ def to_seconds(value: Any, converter: ConverterBase, where: str) -> float:
                 + float(clock["s"])
             )
         elif unit:
-            seconds = float(unit[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit[2]]
+            seconds = float(unit[1]) * UNIT_SECONDS[unit[2]]
         else:
             try:
                 seconds = float(text)
