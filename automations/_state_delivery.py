@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import configure_mappers
 
 from automations._state_model import (
+    _OUTBOX_COLUMNS,
     FIRING_COLUMNS,
     OWED,
     AttemptRow,
@@ -324,25 +325,13 @@ def _claimed_rows(result: Result[Any]) -> list[OutboxRow]:
 
 
 # -- the claim on SQLite, sent to the driver: two statements, one aiosqlite hop each ------
-_OUTBOX_COLUMNS = (
-    "id",
-    "firing_id",
-    "automation",
-    "action_index",
-    "action",
-    "status",
-    "attempts",
-    "created_at",
-    "next_attempt_at",
-    "last_error",
-    "ref",
-    "series",
-)
+# A new row's columns (the engine inserts them), then what a send stores on it
+_CLAIMED_COLUMNS = (*_OUTBOX_COLUMNS, "ref")
 _CLAIM_SQLITE = (
     "UPDATE action_outbox SET status = 'sending', attempts = attempts + 1, "  # noqa: S608
     "next_attempt_at = ? WHERE id IN (SELECT id FROM action_outbox "
     f"WHERE status IN ({', '.join(repr(s) for s in OWED)}) AND next_attempt_at <= ? "
-    f"ORDER BY next_attempt_at LIMIT ?) RETURNING {', '.join(_OUTBOX_COLUMNS)}"
+    f"ORDER BY next_attempt_at LIMIT ?) RETURNING {', '.join(_CLAIMED_COLUMNS)}"
 )
 
 
@@ -388,8 +377,8 @@ async def _claim_on_sqlite(
             created_at=sqlite_time(r[7]),
             next_attempt_at=sqlite_time(r[8]),
             last_error=r[9],
-            ref=None if r[10] is None else orjson.loads(r[10]),
-            series=r[11],
+            series=r[10],
+            ref=None if r[11] is None else orjson.loads(r[11]),
         )
         for r in rows
     ]
