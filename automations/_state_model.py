@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -33,6 +32,9 @@ from sqlmodel import Field, SQLModel
 
 from automations.grouping import GroupingState
 from events.database import UtcDateTime, driver_bool, driver_json, driver_time
+from events.database import (
+    driver_insert as driver_insert,  # the engine and trigger store import it here
+)
 
 _NS = uuid5(NAMESPACE_URL, "https://runbell.dev/firing")
 
@@ -216,24 +218,6 @@ def insert_ignore(conn: AsyncConnection, table: Any) -> Any:
 # One executemany of pre-encoded tuples per table and batch: no SQLAlchemy compile, bind
 # processing or result wrapping per row, and on SQLite one thread hop per statement.
 # They run on the caller's connection, inside its transaction.
-
-
-@lru_cache(maxsize=256)
-def driver_insert(
-    dialect: str, table: str, columns: tuple[str, ...], rows: int = 1, tail: str = ""
-) -> str:
-    """``INSERT INTO table (columns) VALUES (...) [x rows] tail`` in the driver's paramstyle."""
-    width = len(columns)
-    if dialect == "sqlite":
-        one = "(" + ", ".join("?" * width) + ")"
-        values = ", ".join([one] * rows)
-    else:  # asyncpg: $1, $2, ... numbered across the rows
-        values = ", ".join(
-            "(" + ", ".join(f"${r * width + c + 1}" for c in range(width)) + ")"
-            for r in range(rows)
-        )
-    # table, columns and tail are this package's constants, never user input
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} {tail}".rstrip()  # noqa: S608
 
 
 async def driver_executemany(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -36,7 +35,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from events._sqlite_direct import in_transaction
-from events.database import UtcDateTime, driver_time, metadata
+from events.database import UtcDateTime, driver_insert, driver_time, metadata
 from events.errors import StoreError
 from events.model import Event
 from events.store import EventPage, EventQuery
@@ -247,21 +246,9 @@ def _driver_row(item: Event, dialect: str) -> tuple[Any, ...]:
     )
 
 
-@functools.lru_cache(maxsize=64)
 def _insert_sql(dialect: str, rows: int) -> str:
-    width = len(_COLUMNS)
-    if dialect == "sqlite":
-        values = ", ".join(["(" + ", ".join("?" * width) + ")"] * rows)
-    else:  # asyncpg: $1, $2, ... numbered across the rows
-        values = ", ".join(
-            "(" + ", ".join(f"${r * width + c + 1}" for c in range(width)) + ")"
-            for r in range(rows)
-        )
-    columns = ", ".join(_COLUMNS)
-    # every part is this module's constant: no user input reaches the SQL text
-    return (
-        f"INSERT INTO events ({columns}) VALUES {values} "  # noqa: S608
-        "ON CONFLICT (id) DO NOTHING RETURNING id"
+    return driver_insert(
+        dialect, "events", _COLUMNS, rows, "ON CONFLICT (id) DO NOTHING RETURNING id"
     )
 
 

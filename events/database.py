@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -186,3 +187,21 @@ def driver_json(value: Any) -> str:
 
 def driver_bool(value: bool, dialect: str) -> bool | int:
     return int(value) if dialect == "sqlite" else value
+
+
+@lru_cache(maxsize=256)
+def driver_insert(
+    dialect: str, table: str, columns: tuple[str, ...], rows: int = 1, tail: str = ""
+) -> str:
+    """``INSERT INTO table (columns) VALUES (...) [x rows] tail`` in the driver's paramstyle."""
+    width = len(columns)
+    if dialect == "sqlite":
+        one = "(" + ", ".join("?" * width) + ")"
+        values = ", ".join([one] * rows)
+    else:  # asyncpg: $1, $2, ... numbered across the rows
+        values = ", ".join(
+            "(" + ", ".join(f"${r * width + c + 1}" for c in range(width)) + ")"
+            for r in range(rows)
+        )
+    # table, columns and tail are the callers' constants, never user input
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} {tail}".rstrip()  # noqa: S608
