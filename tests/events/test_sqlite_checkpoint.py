@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
@@ -51,3 +53,52 @@ async def test_the_service_connections_never_checkpoint_and_a_passive_one_catche
         assert len(page) == 1001
     finally:
         await reopened.dispose()
+
+
+async def test_the_wal_restarts_under_a_steady_stream_of_commits(tmp_path: Path) -> None:
+    """The service's writer never pauses, yet after each checkpoint the next commit
+    starts the WAL from the top: a few commits later it holds a few commits' frames,
+    not every frame since the start (passive checkpoints alone never caught up, so the
+    WAL grew with every commit)."""
+    db = create_engine(f"sqlite:///{tmp_path / 'x.db'}", pool_size=1, max_overflow=0)
+    checkpointer = WalCheckpointer(db, FakeClock())
+    store = SqlEventStore(db)
+    await store.start()
+    stop = asyncio.Event()
+    committed = asyncio.Condition()
+    commits = 0
+
+    async def write() -> None:
+        nonlocal commits
+        while not stop.is_set() and commits < 5_000:  # bounded
+            await store.insert(_events(5))
+            commits += 1
+            async with committed:
+                committed.notify_all()
+
+    async def commits_land(n: int) -> None:
+        target = commits + n
+        async with committed:
+            await asyncio.wait_for(committed.wait_for(lambda: commits >= target), 10)
+
+    probe = sqlite3.connect(tmp_path / "x.db")
+    writer = asyncio.create_task(write())
+    try:
+        in_wal: list[int] = []
+        for _ in range(20):
+            await commits_land(10)
+            busy, frames, copied = await checkpointer.checkpoint()
+            assert busy == 0 and copied == frames
+            await commits_land(3)
+            in_wal.append(probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+        stop.set()
+        await writer
+        assert commits >= 20 * 13
+        # 3 commits of 5 events each: a few dozen frames, every time.
+        assert max(in_wal) < 100, in_wal
+    finally:
+        stop.set()
+        await writer
+        probe.close()
+        await checkpointer.stop()
+        await db.dispose()
