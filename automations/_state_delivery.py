@@ -91,7 +91,7 @@ class DeliveryState(StoreBase):
                 found: str | None = connection.execute(_NEXT_DUE_SQLITE).fetchone()[0]
                 return found
 
-            text = await in_transaction(self.engine, earliest)
+            text = await in_transaction(self.engine, earliest, write=False)
             return None if text is None else sqlite_time(text)
         stmt = select(func.min(_OUTBOX.c.next_attempt_at)).where(_OUTBOX.c.status.in_(OWED))
         async with self.engine.connect() as conn:

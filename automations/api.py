@@ -208,7 +208,7 @@ def create_app(service: Service, token: str, *, manage_lifecycle: bool = True) -
             raise HTTPException(404, f"no delivery {delivery_id!r}")
         if outcome == "busy":
             raise HTTPException(409, "the delivery is still pending or sending; replay it later")
-        service.dispatcher.wake()
+        service.wake_delivery()
         return {"replayed": delivery_id}
 
     return app

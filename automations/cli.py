@@ -44,7 +44,7 @@ def serve(
     from notifiers import Redactor, configure_logging
 
     settings = Settings.from_env(config_paths=tuple(config) if config else None)
-    loaded = _load_or_exit(list(settings.config_paths), settings.env, exit_code=2)
+    loaded = load_or_exit(list(settings.config_paths), settings.env, exit_code=2)
     redactor = Redactor(loaded.secrets())
     token = settings.api_token
     if token is None:
@@ -52,7 +52,12 @@ def serve(
         typer.echo(f"runbell: no RUNBELL_API_TOKEN set; this run's API token is: {token}", err=True)
     redactor.add(token)
     configure_logging(redactor, json=log_json)
-    service = Service(settings, loaded)
+    delivery = None
+    if settings.delivery == "process":  # automations/delivery_process.py
+        delivery = [sys.executable, "-m", "automations.delivery_process"]
+        delivery += [arg for path in settings.config_paths for arg in ("--config", str(path))]
+        delivery += ["--log-json"] if log_json else []
+    service = Service(settings, loaded, delivery_argv=delivery)
     uvicorn.run(
         create_app(service, token), host=host, port=port, log_level="warning", access_log=False
     )
@@ -61,7 +66,7 @@ def serve(
 @app.command()
 def validate(files: Annotated[list[Path], typer.Argument(help="Automations YAML files")]) -> None:
     """Check automation files; print every problem and exit 1 if there is any."""
-    config = _load_or_exit(files, os.environ, exit_code=1)
+    config = load_or_exit(files, os.environ, exit_code=1)
     typer.echo(f"ok: {len(config.automations)} automation(s), {len(config.channels)} channel(s)")
 
 
@@ -127,7 +132,7 @@ def _pair(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _load_or_exit(paths: Sequence[Path], env: Mapping[str, str], *, exit_code: int) -> Config:
+def load_or_exit(paths: Sequence[Path], env: Mapping[str, str], *, exit_code: int) -> Config:
     """The merged config, or every problem on stderr and exit with ``exit_code``."""
     try:
         return load_config(paths, env)
@@ -183,7 +188,7 @@ def replay_events(
     from events.model import Event
     from notifiers import Redactor, configure_logging
 
-    config = _load_or_exit(automations, os.environ, exit_code=2)
+    config = load_or_exit(automations, os.environ, exit_code=2)
     configure_logging(Redactor(config.secrets()), json=False, stream=sys.stderr, level="warning")
     parsed: list[Event] = []
     for number, line in enumerate(events.read_text().splitlines(), start=1):

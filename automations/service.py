@@ -28,8 +28,9 @@ from uuid import UUID
 
 import structlog
 
-from automations.actions import RunController
-from automations.channels import build_channels, build_controllers, close_all
+from automations.actions import Emit, RunController
+from automations.channels import Channels, build_channels, build_controllers, close_all
+from automations.delivery_process import DeliveryWorker
 from automations.dispatcher import Dispatcher
 from automations.engine import CHECKPOINT, Engine
 from automations.grouping_stage import NotifyGrouping
@@ -43,7 +44,7 @@ from automations.partitioning import (
 )
 from automations.settings import Settings
 from automations.spec import Config
-from automations.state import PROCESSED_RETENTION, StateStore
+from automations.state import PROCESSED_RETENTION, Firing, StateStore
 from events._kafka_bus import KafkaBus, PartitionHandler
 from events._sql_store import SqlEventStore
 from events._sqlite_checkpoint import WalCheckpointer
@@ -70,6 +71,7 @@ class Service:
         clock: Clock | None = None,
         notifiers: Mapping[str, Notifier] | None = None,
         controllers: Mapping[str, RunController] | None = None,
+        delivery_argv: Sequence[str] | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -91,28 +93,19 @@ class Service:
         self.bus: EventBus = bus_from_url(
             settings.bus_url, topic=settings.topic, partitions=settings.kafka_partitions
         )
-        self.channels = build_channels(config.channels, notifiers=notifiers)
-        self.controllers = (
-            dict(controllers)
-            if controllers is not None
-            else build_controllers(config.orchestrators, clock=self.clock)
-        )
-        self.dispatcher = Dispatcher(
+        self.dispatcher, self.channels, self.controllers = build_dispatcher(
+            settings,
+            config,
             self.state,
-            self.channels.notifiers,
             self.clock,
-            controllers=self.controllers,
-            emit=self.ingest_trail,
-            rate_limits=self.channels.rate_limits,
-            ui_base_url=settings.ui_url,
-            grouping=NotifyGrouping(
-                self.state,
-                self.channels.notifiers,
-                config.automations,
-                ui_base_url=settings.ui_url,
-            ),
+            self.ingest_trail,
+            notifiers=notifiers,
+            controllers=controllers,
         )
-        self.engine = Engine(config, self.state, self.clock, on_intents=self.dispatcher.committed)
+        # ``delivery_argv``: deliveries run in a worker process started with it
+        # (automations/delivery_process.py); the dispatcher here is then never started.
+        self.delivery = DeliveryWorker(self.ingest_trail, delivery_argv) if delivery_argv else None
+        self.engine = Engine(config, self.state, self.clock, on_intents=self._intents)
         self.shard_bus: KafkaBus | None = None
         self.routers: Partitioned | None = None
         self.shards: Partitioned | None = None
@@ -153,7 +146,7 @@ class Service:
                 shard_config(config, p, partitions),
                 self.state.scoped(f"shard/{p}"),
                 self.clock,
-                on_intents=self.dispatcher.committed,
+                on_intents=self._intents,
                 ordered=True,
             ),
         )
@@ -189,7 +182,10 @@ class Service:
         await self.bus.start()  # embedded; a no-op for an already started Kafka bus
         if self.settings.embedded:
             await self._recover()
-        await self.dispatcher.start(exclusive=self.settings.embedded)
+        if self.delivery is not None:
+            await self.delivery.start()
+        else:
+            await self.dispatcher.start(exclusive=self.settings.embedded)
         self._housekeeping = asyncio.create_task(self._prune_forever(), name="runbell-retention")
         self._timer = asyncio.create_task(self._timer_forever(), name="runbell-engine-timer")
         log.info(
@@ -210,7 +206,10 @@ class Service:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await self.dispatcher.stop()
+        if self.delivery is not None:
+            await self.delivery.stop()
+        else:
+            await self.dispatcher.stop()
         await self.channels.aclose()
         await close_all(*self.controllers.values())
         await self.bus.stop()
@@ -275,6 +274,20 @@ class Service:
             for _, done, _ in waiting:
                 if not done.done():
                     done.set_result(None)
+
+    def _intents(self, firings: Sequence[Firing]) -> None:
+        """The engine committed intents: the dispatcher here, or the worker, claims them."""
+        if self.delivery is not None:
+            self.delivery.wake()
+        else:
+            self.dispatcher.committed(firings)
+
+    def wake_delivery(self) -> None:
+        """Outbox rows are owed now (a replay): claim them."""
+        if self.delivery is not None:
+            self.delivery.wake()
+        else:
+            self.dispatcher.wake()
 
     def _next_received(self) -> datetime:
         now = self.clock.now()
@@ -359,6 +372,39 @@ class Service:
             except Exception as exc:  # retention must never stop the service
                 log.error("retention_failed", error=str(exc))
             await self.clock.sleep_until(now + timedelta(hours=1))
+
+
+def build_dispatcher(
+    settings: Settings,
+    config: Config,
+    state: StateStore,
+    clock: Clock,
+    emit: Emit,
+    *,
+    notifiers: Mapping[str, Notifier] | None = None,
+    controllers: Mapping[str, RunController] | None = None,
+) -> tuple[Dispatcher, Channels, dict[str, RunController]]:
+    """The dispatcher the config describes, with its channels and run controllers (for
+    the service, and for the delivery worker process)."""
+    channels = build_channels(config.channels, notifiers=notifiers)
+    built = (
+        dict(controllers)
+        if controllers is not None
+        else build_controllers(config.orchestrators, clock=clock)
+    )
+    dispatcher = Dispatcher(
+        state,
+        channels.notifiers,
+        clock,
+        controllers=built,
+        emit=emit,
+        rate_limits=channels.rate_limits,
+        ui_base_url=settings.ui_url,
+        grouping=NotifyGrouping(
+            state, channels.notifiers, config.automations, ui_base_url=settings.ui_url
+        ),
+    )
+    return dispatcher, channels, built
 
 
 def freeze_startup_heap() -> None:

@@ -37,6 +37,9 @@ class Settings:
     engine_partitions: int = 12  # shards: the most engine replicas that can share work
     max_body_bytes: int = 16 * 1024 * 1024
     ui_url: str | None = None  # orchestrator UI base, for links in messages (``ui_url``)
+    # `runbell serve` only: "process" runs the dispatcher in a worker process beside the
+    # service (automations/delivery_process.py), "inline" inside it.
+    delivery: str = "process"
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -61,8 +64,13 @@ class Settings:
             "engine_topic": env.get("RUNBELL_ENGINE_TOPIC") or None,
             "engine_partitions": int(env.get("RUNBELL_ENGINE_PARTITIONS", "12")),
             "ui_url": env.get("RUNBELL_UI_URL") or None,
+            "delivery": env.get("RUNBELL_DELIVERY", "process"),
             "env": env,
         }
+        if values["delivery"] not in ("process", "inline"):
+            raise ValueError(
+                f"RUNBELL_DELIVERY={values['delivery']!r}: write 'process' or 'inline'"
+            )
         if env.get("RUNBELL_CONFIG"):
             values["config_paths"] = tuple(Path(p) for p in env["RUNBELL_CONFIG"].split(os.pathsep))
         values.update({k: v for k, v in overrides.items() if v is not None})

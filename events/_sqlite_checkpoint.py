@@ -31,13 +31,15 @@ import structlog
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from events._sqlite_direct import on_connection, retry_busy
 from events.clock import Clock
 
-__all__ = ["INTERVAL", "WalCheckpointer"]
+__all__ = ["INTERVAL", "WalCheckpointer", "no_autocheckpoint"]
 
 log = structlog.get_logger("runbell.sqlite")
 
 INTERVAL = timedelta(milliseconds=250)
+RESTART_WAIT_S = 0.05
 
 
 class WalCheckpointer:
@@ -52,8 +54,7 @@ class WalCheckpointer:
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
         self._connection: sqlite3.Connection | None = None
-        # Every connection the service's engine opens from now on: no automatic checkpoint.
-        event.listen(db.sync_engine, "connect", _no_autocheckpoint)
+        no_autocheckpoint(db)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="runbell-wal-checkpoint")
@@ -74,6 +75,7 @@ class WalCheckpointer:
         busy, frames, copied = await asyncio.to_thread(self._passive)
         if frames == 0:
             return busy, frames, copied
+
         # Under a steady stream of commits a passive checkpoint never copies the last
         # frame before the next commit adds one, so no writer ever restarts the WAL: it
         # grew past 400 MB in a minute of the trigger bench, and every commit slowed
@@ -81,9 +83,17 @@ class WalCheckpointer:
         # the writers' own connection, between two of their transactions (never starved
         # by them, as another connection's RESTART was), and the next commit starts the
         # WAL from the top again.
-        async with self._db.connect() as conn:
-            row: Any = (await conn.exec_driver_sql("PRAGMA wal_checkpoint(RESTART)")).one()
-        return int(row[0]), int(row[1]), int(row[2])
+        def restart(connection: sqlite3.Connection) -> tuple[int, int, int]:
+            def once() -> tuple[int, int, int] | None:
+                row = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                return None if row[0] else (0, int(row[1]), int(row[2]))
+
+            # Busy while another process writes or reads (the delivery worker): retried
+            # in short steps, for a bounded time; the next round tries again.
+            done = retry_busy(connection, once, wait_s=RESTART_WAIT_S)
+            return done if done is not None else (1, frames, copied)
+
+        return await on_connection(self._db, restart)
 
     def _passive(self) -> tuple[int, int, int]:
         if self._connection is None:
@@ -98,6 +108,12 @@ class WalCheckpointer:
                 await self.checkpoint()
             except (sqlite3.Error, OSError) as exc:  # the next round retries
                 log.error("wal_checkpoint_failed", error=str(exc))
+
+
+def no_autocheckpoint(db: AsyncEngine) -> None:
+    """Every connection ``db`` opens from now on: no automatic checkpoint (another
+    connection checkpoints the WAL)."""
+    event.listen(db.sync_engine, "connect", _no_autocheckpoint)
 
 
 def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:

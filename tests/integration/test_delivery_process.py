@@ -1,0 +1,144 @@
+"""`runbell serve` delivers from a worker process (automations/delivery_process.py).
+
+The real `runbell serve` runs as a subprocess on the embedded default (memory bus,
+SQLite) with a local receiver standing in for the channel. Its delivery worker is
+a child process: it delivers every notification once, stores the action trail
+itself, hands the service the trail events an automation watches, and when it is
+killed the service starts another that delivers what is owed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.automations.service_harness import TOKEN, failed_run
+from tests.integration.http_receiver import HttpReceiver
+from tests.integration.test_crash_recovery import Server
+
+pytestmark = pytest.mark.integration
+
+CONFIG = """
+channels:
+  team:
+    url: ${HOOK_URL}
+automations:
+  - name: production-failures
+    trigger:
+      type: event
+      expect: ["flow-run.Failed"]
+      match_related: {resource.role: tag, resource.id: "tag.production"}
+    actions:
+      - type: notify
+        channel: team
+        subject: "failed"
+        body: "{{ event.id }}"
+  - name: audit
+    description: watches the other automation's trail (a trail event the engine must see)
+    trigger:
+      type: event
+      expect: ["automation.action.executed"]
+      match: {resource.id: "automation.production-failures"}
+    actions:
+      - type: do-nothing
+"""
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(child) for child in text.split()]
+
+
+def _wait(server: Server, check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Until ``check()``, polling while ``runbell serve`` runs (bounded)."""
+    assert server.proc is not None
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        try:  # paces the loop, and fails at once if the service died
+            server.proc.wait(timeout=0.05)
+            raise AssertionError(f"runbell serve exited with {server.proc.returncode}")
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _worker_of(server: Server, other_than: int | None = None) -> int:
+    """The service's delivery worker pid (a new one when ``other_than`` is given)."""
+    assert server.proc is not None
+    pid = server.proc.pid
+    found: list[int] = []
+
+    def appeared() -> bool:
+        found[:] = [child for child in _children(pid) if child != other_than]
+        return bool(found)
+
+    _wait(server, appeared, "a delivery worker process")
+    return found[0]
+
+
+def _trail(client: httpx.Client, url: str, name: str) -> list[dict[str, object]]:
+    """The trail events ``name`` about the production-failures automation."""
+    params = {"name": name, "resource_id": "automation.production-failures", "limit": 1000}
+    answer = client.get(f"{url}/api/events", params=params)
+    answer.raise_for_status()
+    events: list[dict[str, object]] = answer.json()["events"]
+    return events
+
+
+def _firings(client: httpx.Client, url: str, automation: str) -> list[dict[str, object]]:
+    answer = client.get(f"{url}/api/firings", params={"automation": automation, "limit": 1000})
+    answer.raise_for_status()
+    firings: list[dict[str, object]] = answer.json()["firings"]
+    return firings
+
+
+def test_a_worker_process_delivers_and_is_restarted_when_killed(
+    tmp_path: Path, http_receiver: HttpReceiver
+) -> None:
+    server = Server(tmp_path, http_receiver)
+    (tmp_path / "automations.yaml").write_text(CONFIG)
+    server.start()
+    try:
+        worker = _worker_of(server)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        with httpx.Client(headers=headers, timeout=10) as client:
+            first = [failed_run() for _ in range(20)]
+            assert client.post(f"{server.url}/api/events", json=first).status_code == 202
+            received = http_receiver.wait_for(20, timeout=20)
+            assert sorted(r.json["message"] for r in received) == sorted(e["id"] for e in first)
+
+            # The trail: stored by the worker, listed by the service.
+            _wait(
+                server,
+                lambda: len(_trail(client, server.url, "automation.action.executed")) == 20,
+                "the executed trail",
+            )
+            assert len(_trail(client, server.url, "automation.action.triggered")) == 20
+            # The trail events an automation watches reached the service's engine.
+            _wait(
+                server,
+                lambda: len(_firings(client, server.url, "audit")) == 20,
+                "the audit automation's firings",
+            )
+
+            os.kill(worker, signal.SIGKILL)
+            replacement = _worker_of(server, other_than=worker)
+            assert replacement != worker
+
+            second = [failed_run() for _ in range(10)]
+            assert client.post(f"{server.url}/api/events", json=second).status_code == 202
+            received = http_receiver.wait_for(30, timeout=30)
+            delivered = [r.json["message"] for r in received]
+            assert sorted(set(delivered)) == sorted(e["id"] for e in first + second)
+    finally:
+        server.stop()
+    # The service stopped its worker before it exited.
+    assert not Path(f"/proc/{replacement}").exists()
