@@ -254,7 +254,7 @@ def _lock_path(database_url: str) -> Path | None:
 
 async def _run_worker(args: argparse.Namespace) -> int:
     from automations.cli import load_or_exit
-    from automations.service import build_dispatcher
+    from automations.service import build_dispatcher, freeze_startup_heap
     from automations.settings import Settings
     from automations.state import StateStore
     from events._sqlite_checkpoint import no_autocheckpoint
@@ -290,6 +290,7 @@ async def _run_worker(args: argparse.Namespace) -> int:
     # Embedded: this is the only dispatcher on the database (the lock above), so what a
     # crash left 'sending' is owed now. Elsewhere other replicas' workers may be sending.
     await dispatcher.start(exclusive=settings.embedded)
+    freeze_startup_heap()  # as the service does: no full collection walks it again
     linked = asyncio.create_task(link.run(dispatcher.wake))
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait({linked, stopped}, return_when=asyncio.FIRST_COMPLETED)
