@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -54,6 +55,10 @@ class WalCheckpointer:
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
         self._connection: sqlite3.Connection | None = None
+        # A cancelled checkpoint's thread runs on: closing the connection under it
+        # crashed the process (SIGSEGV). The lock makes the close wait for it.
+        self._lock = threading.Lock()
+        self._closed = False
         no_autocheckpoint(db)
 
     def start(self) -> None:
@@ -65,9 +70,14 @@ class WalCheckpointer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
     async def checkpoint(self) -> tuple[int, int, int]:
         """A passive checkpoint, then the rest on the service's connection:
@@ -96,9 +106,12 @@ class WalCheckpointer:
         return await on_connection(self._db, restart)
 
     def _passive(self) -> tuple[int, int, int]:
-        if self._connection is None:
-            self._connection = sqlite3.connect(self._path, check_same_thread=False)
-        row: Any = self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        with self._lock:
+            if self._closed:  # a round cancelled by stop() that started only now
+                return 0, 0, 0
+            if self._connection is None:
+                self._connection = sqlite3.connect(self._path, check_same_thread=False)
+            row: Any = self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         return int(row[0]), int(row[1]), int(row[2])
 
     async def _run(self) -> None:

@@ -102,3 +102,24 @@ async def test_the_wal_restarts_under_a_steady_stream_of_commits(tmp_path: Path)
         probe.close()
         await checkpointer.stop()
         await db.dispose()
+
+
+async def test_stop_waits_for_a_checkpoint_still_running_in_its_thread(tmp_path: Path) -> None:
+    """stop() while a checkpoint's worker thread is busy: the close waits for it (closing
+    the connection under it crashed the process), and a stopped checkpointer stays shut."""
+    db = create_engine(f"sqlite:///{tmp_path / 'x.db'}", pool_size=1, max_overflow=0)
+    store = SqlEventStore(db)
+    await store.start()
+    try:
+        for _ in range(20):
+            await store.insert(_events(50))
+            checkpointer = WalCheckpointer(db, FakeClock())
+            running = asyncio.create_task(checkpointer.checkpoint())
+            await asyncio.wait({running}, timeout=0)  # let it reach its thread
+            running.cancel()
+            await checkpointer.stop()
+            assert checkpointer._connection is None
+            assert checkpointer._passive() == (0, 0, 0)  # no connection reopened
+        assert len(await store.replay(None, limit=2000)) == 1000
+    finally:
+        await db.dispose()
