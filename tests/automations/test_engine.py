@@ -357,12 +357,22 @@ async def test_a_failed_commit_leaves_memory_as_it_was(tmp_path: Path, store: St
 
 
 @pytest.mark.parametrize("automation", ["etl", "ünïcode ✓", ""])
-def test_firing_id_is_uuid5_of_the_firing_key(automation: str) -> None:
-    from uuid import NAMESPACE_URL, uuid5
+def test_firing_id_is_time_ordered_and_deterministic(automation: str) -> None:
+    """48 bits of ``at`` in ms (they sort by time), then uuid5 of the firing key."""
+    from uuid import NAMESPACE_URL, UUID, uuid5
 
     from automations.engine import firing_id_for
     from automations.triggers import TriggerFiring
 
     decided = TriggerFiring(automation, "trigger", "triggered", T0, {"a": "b"}, ("e1", "e2"))
-    expected = uuid5(uuid5(NAMESPACE_URL, "https://runbell.dev/firing"), decided.key)
-    assert firing_id_for(decided) == str(expected)
+    later = TriggerFiring(
+        automation, "trigger", "triggered", T0 + timedelta(milliseconds=1), {"a": "b"}, ("e1",)
+    )
+    made = UUID(firing_id_for(decided))
+    assert firing_id_for(decided) == str(made)  # canonical text, the same every time
+    assert made.version == 8
+    assert made.int >> 80 == int(T0.timestamp() * 1000)
+    hashed = uuid5(uuid5(NAMESPACE_URL, "https://runbell.dev/firing"), decided.key)
+    keep = (1 << 80) - 1 ^ (0xF << 76)  # below the timestamp, without the version nibble
+    assert made.int & keep == hashed.int & keep
+    assert firing_id_for(decided) < firing_id_for(later)
