@@ -14,6 +14,8 @@ line per message:
 
 * service → worker ``w``: intents were committed (or a delivery replayed):
   claim now. Without it the worker still wakes for retries on its own timers.
+* worker → service ``p``: a pause-/resume-automation action changed a paused
+  flag; the engine re-reads them before its next batch.
 * worker → service ``e <n> <count>`` and then one event's JSON per line: the
   ``automation.action.*`` trail and ``emit-event`` events some automation could
   match; the service ingests them (store, then its engine) and answers ``a <n>``,
@@ -47,6 +49,7 @@ import structlog
 
 from automations.engine import CandidateIndex
 from automations.spec import Config
+from automations.state import StateStore
 from events._sql_store import SqlEventStore
 from events.clock import Clock
 from events.model import Event
@@ -65,9 +68,17 @@ _LINE_LIMIT = 64 * 1024 * 1024
 class DeliveryWorker:
     """The service's side: the socket, the worker process, its restarts."""
 
-    def __init__(self, ingest: Ingest, argv: Sequence[str], env: dict[str, str] | None = None):
-        """``argv``: the worker's command line after ``--socket PATH`` is appended."""
+    def __init__(
+        self,
+        ingest: Ingest,
+        argv: Sequence[str],
+        paused: Callable[[], None],
+        env: dict[str, str] | None = None,
+    ):
+        """``argv``: the worker's command line after ``--socket PATH`` is appended;
+        ``paused``: the worker changed an automation's paused flag."""
         self._ingest = ingest
+        self._paused = paused
         self._argv = list(argv)
         self._env = env
         self._dir = tempfile.mkdtemp(prefix="runbell-delivery-")
@@ -144,6 +155,8 @@ class DeliveryWorker:
         try:
             while line := await reader.readline():
                 kind, _, rest = line.rstrip(b"\n").partition(b" ")
+                if kind == b"p":
+                    self._paused()
                 if kind != b"e":
                     continue
                 seq, _, count = rest.partition(b" ")
@@ -172,10 +185,13 @@ class _Link:
         store: EventStore,
         clock: Clock,
         config: Config,
+        state: StateStore,
         *,
         embedded: bool,
     ) -> None:
         self._reader = reader
+        self._state = state
+        self._paused_version = state.paused_version
         self._writer = writer
         self._store = store
         self._clock = clock
@@ -191,6 +207,11 @@ class _Link:
         the engine never reads those: ``Service.ingest_trail``); the service ingests
         the rest, so that its engine sees them."""
         ids = [e.id for e in events]
+        if self._state.paused_version != self._paused_version:
+            # A pause-/resume-automation action ran here: the service's engine re-reads
+            # the paused flags before its next batch, as it would in one process.
+            self._paused_version = self._state.paused_version
+            self._writer.write(b"p\n")
         if self._index is not None:
             index = self._index
             unread = [e for e in events if not index.candidates(e)]
@@ -285,7 +306,9 @@ async def _run_worker(args: argparse.Namespace) -> int:
         no_autocheckpoint(db)  # the service checkpoints the WAL
     clock = SystemClock()
     state = StateStore(db)
-    link = _Link(reader, writer, SqlEventStore(db), clock, config, embedded=settings.embedded)
+    link = _Link(
+        reader, writer, SqlEventStore(db), clock, config, state, embedded=settings.embedded
+    )
     dispatcher, channels, controllers = build_dispatcher(settings, config, state, clock, link.emit)
     # Embedded: this is the only dispatcher on the database (the lock above), so what a
     # crash left 'sending' is owed now. Elsewhere other replicas' workers may be sending.

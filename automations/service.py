@@ -104,7 +104,11 @@ class Service:
         )
         # ``delivery_argv``: deliveries run in a worker process started with it
         # (automations/delivery_process.py); the dispatcher here is then never started.
-        self.delivery = DeliveryWorker(self.ingest_trail, delivery_argv) if delivery_argv else None
+        self.delivery = (
+            DeliveryWorker(self.ingest_trail, delivery_argv, self._paused_elsewhere)
+            if delivery_argv
+            else None
+        )
         self.engine = Engine(config, self.state, self.clock, on_intents=self._intents)
         self.shard_bus: KafkaBus | None = None
         self.routers: Partitioned | None = None
@@ -281,6 +285,10 @@ class Service:
             self.delivery.wake()
         else:
             self.dispatcher.committed(firings)
+
+    def _paused_elsewhere(self) -> None:
+        """The delivery worker changed a paused flag: engines re-read them."""
+        self.state.paused_version += 1
 
     def wake_delivery(self) -> None:
         """Outbox rows are owed now (a replay): claim them."""

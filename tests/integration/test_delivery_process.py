@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -48,7 +49,29 @@ automations:
       match: {resource.id: "automation.production-failures"}
     actions:
       - type: do-nothing
+  - name: stopper
+    trigger:
+      type: event
+      expect: ["ops.stop-alerts"]
+    actions:
+      - type: pause-automation
+        automation: production-failures
+  - name: ping
+    trigger:
+      type: event
+      expect: ["ops.ping"]
+    actions:
+      - type: do-nothing
 """
+
+
+def _ops(name: str) -> dict[str, object]:
+    return {
+        "id": str(uuid4()),
+        "occurred": "2026-11-21T11:36:31.269221Z",
+        "event": name,
+        "resource": {"resource.id": "ops.console"},
+    }
 
 
 def _children(pid: int) -> list[int]:
@@ -84,9 +107,11 @@ def _worker_of(server: Server, other_than: int | None = None) -> int:
     return found[0]
 
 
-def _trail(client: httpx.Client, url: str, name: str) -> list[dict[str, object]]:
-    """The trail events ``name`` about the production-failures automation."""
-    params = {"name": name, "resource_id": "automation.production-failures", "limit": 1000}
+def _trail(
+    client: httpx.Client, url: str, name: str, automation: str = "production-failures"
+) -> list[dict[str, object]]:
+    """The trail events ``name`` about ``automation``."""
+    params = {"name": name, "resource_id": f"automation.{automation}", "limit": 1000}
     answer = client.get(f"{url}/api/events", params=params)
     answer.raise_for_status()
     events: list[dict[str, object]] = answer.json()["events"]
@@ -138,6 +163,23 @@ def test_a_worker_process_delivers_and_is_restarted_when_killed(
             received = http_receiver.wait_for(30, timeout=30)
             delivered = [r.json["message"] for r in received]
             assert sorted(set(delivered)) == sorted(e["id"] for e in first + second)
+
+            # A pause-automation action runs in the worker; the service's engine obeys
+            # it from its next batch: failed runs after it notify no one.
+            assert client.post(f"{server.url}/api/events", json=_ops("ops.stop-alerts")).is_success
+            _wait(
+                server,
+                lambda: len(_trail(client, server.url, "automation.action.executed", "stopper")),
+                "the pause",
+            )
+            third = [*(failed_run() for _ in range(5)), _ops("ops.ping")]
+            assert client.post(f"{server.url}/api/events", json=third).status_code == 202
+            _wait(server, lambda: len(_firings(client, server.url, "ping")) == 1, "the ping")
+            # Paused: the five firings are recorded, their actions suppressed.
+            firings = _firings(client, server.url, "production-failures")
+            assert len(firings) == 35
+            assert sum(1 for f in firings if f["silenced"]) == 5
+            assert len(http_receiver.requests) == len(received)  # nothing more sent
     finally:
         server.stop()
     # The service stopped its worker before it exited.
