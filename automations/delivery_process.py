@@ -40,6 +40,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -61,6 +62,7 @@ log = structlog.get_logger("runbell.delivery")
 
 Ingest = Callable[[Sequence[Event]], Awaitable[Any]]
 _RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+_HEALTHY_S = 60.0  # a worker that ran this long restarts at the first delay again
 _STOP_GRACE = 15.0  # the worker's dispatcher gives in-flight attempts 10 s
 _LINE_LIMIT = 64 * 1024 * 1024
 
@@ -140,9 +142,12 @@ class DeliveryWorker:
         failures = 0
         while not self._stopping:
             assert self._process is not None
+            since = time.monotonic()
             code = await self._process.wait()
             if self._stopping:
                 return
+            if time.monotonic() - since > _HEALTHY_S:
+                failures = 0  # it ran for a while: start the backoff over
             delay = _RESTART_DELAYS[min(failures, len(_RESTART_DELAYS) - 1)]
             log.error("delivery_worker_exited", code=code, restart_in_s=delay)
             failures += 1
