@@ -206,6 +206,7 @@ class _Link:
         self._last_received: datetime | None = None
         self._seq = 0
         self._waiting: dict[bytes, asyncio.Future[None]] = {}
+        self._closed = False
 
     async def emit(self, events: Sequence[Event]) -> list[Any]:
         """Store the trail here when no automation could match it (on the embedded bus,
@@ -235,6 +236,8 @@ class _Link:
         return now
 
     async def _send(self, events: Sequence[Event]) -> None:
+        if self._closed:  # the service is gone: nobody would answer
+            raise ConnectionError("the service closed the delivery link")
         self._seq += 1
         seq = str(self._seq).encode()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -264,6 +267,7 @@ class _Link:
                             done.set_exception(RuntimeError(reason.decode(errors="replace")))
         except (ConnectionError, ValueError) as exc:
             log.error("delivery_link_failed", error=str(exc))
+        self._closed = True
         for done in self._waiting.values():
             if not done.done():
                 done.set_exception(ConnectionError("the service closed the delivery link"))

@@ -10,6 +10,7 @@ killed the service starts another that delivers what is owed.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import time
@@ -21,7 +22,7 @@ import httpx
 import pytest
 
 from tests.automations.service_harness import TOKEN, failed_run
-from tests.integration.http_receiver import HttpReceiver
+from tests.integration.http_receiver import HttpReceiver, Reply
 from tests.integration.test_crash_recovery import Server
 
 pytestmark = pytest.mark.integration
@@ -184,3 +185,46 @@ def test_a_worker_process_delivers_and_is_restarted_when_killed(
         server.stop()
     # The service stopped its worker before it exited.
     assert not Path(f"/proc/{replacement}").exists()
+
+
+def test_when_the_service_dies_the_worker_records_what_was_in_flight_and_exits(
+    tmp_path: Path, http_receiver: HttpReceiver
+) -> None:
+    """kill -9 of the service while three notifications hang at the target: the worker
+    lets them finish, records them (the trail it cannot hand over is not waited for)
+    and exits well within its 10 s grace; the next service owes nothing again."""
+    http_receiver.always("/hook", Reply(hang=2.0))
+    server = Server(tmp_path, http_receiver)
+    (tmp_path / "automations.yaml").write_text(CONFIG)
+    server.start()
+    worker = _worker_of(server)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    events = [failed_run() for _ in range(3)]
+    with httpx.Client(headers=headers, timeout=10) as client:
+        assert client.post(f"{server.url}/api/events", json=events).status_code == 202
+    http_receiver.wait_for(3, timeout=20)  # all three are now hanging at the target
+    exited = os.pidfd_open(worker)  # readable once the worker has exited
+    try:
+        started = time.monotonic()
+        server.kill()
+        readable, _, _ = select.select([exited], [], [], 30)
+        assert readable, "the worker outlived its service by 30 s"
+        assert time.monotonic() - started < 6  # the 2 s hang, not the 10 s grace
+    finally:
+        os.close(exited)
+
+    server.start()
+    with httpx.Client(headers=headers, timeout=10) as client:
+        _wait(
+            server,
+            lambda: (
+                sum(
+                    d["status"] == "sent"
+                    for d in client.get(f"{server.url}/api/deliveries").json()["deliveries"]
+                )
+                == 3
+            ),
+            "three deliveries recorded as sent",
+        )
+    server.stop()
+    assert len(http_receiver.requests) == 3  # none sent again
