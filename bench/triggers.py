@@ -41,7 +41,6 @@ Usage: .venv/bin/python bench/triggers.py [--k 10,1000,10000] [--shapes A,B]
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import gc
 import io
@@ -61,6 +60,7 @@ from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
 import structlog
+import uvloop
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -536,7 +536,8 @@ def main() -> None:
                 events = events[:cap]
                 profile = cProfile.Profile() if args.profile else None
                 t0 = time.perf_counter()
-                rb = asyncio.run(run_runbell(shape, k, bus, ids, expected, args, workdir, profile))
+                # On uvloop, the event loop `runbell serve` runs on (uvicorn's).
+                rb = uvloop.run(run_runbell(shape, k, bus, ids, expected, args, workdir, profile))
                 del bus, ids
                 row: dict[str, Any] = {"k": k, "shape": shape, "runbell": rb}
                 print(
