@@ -42,7 +42,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,7 @@ from automations.engine import CandidateIndex
 from automations.spec import Config
 from automations.state import StateStore
 from events._sql_store import SqlEventStore
-from events.clock import Clock
+from events.clock import Clock, Stamps
 from events.model import Event
 from events.store import EventStore
 
@@ -199,11 +198,10 @@ class _Link:
         self._paused_version = state.paused_version
         self._writer = writer
         self._store = store
-        self._clock = clock
         # The engine's index: which events some automation could match.
         enabled = [a for a in config.automations if a.enabled]
         self._index = CandidateIndex(enabled) if embedded else None
-        self._last_received: datetime | None = None
+        self._stamps = Stamps(clock)
         self._seq = 0
         self._waiting: dict[bytes, asyncio.Future[None]] = {}
         self._closed = False
@@ -222,18 +220,11 @@ class _Link:
             index = self._index
             unread = [e for e in events if not index.candidates(e)]
             if unread:
-                await self._store.insert([e.with_received(self._received()) for e in unread])
+                await self._store.insert([e.with_received(self._stamps.next()) for e in unread])
             events = [e for e in events if index.candidates(e)]
         if events:
             await self._send(events)
         return ids
-
-    def _received(self) -> datetime:
-        now = self._clock.now()
-        if self._last_received is not None and now <= self._last_received:
-            now = self._last_received + timedelta(microseconds=1)
-        self._last_received = now
-        return now
 
     async def _send(self, events: Sequence[Event]) -> None:
         if self._closed:  # the service is gone: nobody would answer

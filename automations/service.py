@@ -49,7 +49,7 @@ from events._kafka_bus import KafkaBus, PartitionHandler
 from events._sql_store import SqlEventStore
 from events._sqlite_checkpoint import WalCheckpointer
 from events.bus import EventBus, bus_from_url
-from events.clock import Clock, SystemClock
+from events.clock import Clock, Stamps, SystemClock
 from events.database import create_engine, normalise_url, redact_url
 from events.model import Event
 from events.store import EventStore
@@ -118,7 +118,7 @@ class Service:
         # (events, answered when durable, whether the engine must see them all)
         self._ingest_queue: list[tuple[list[Event], asyncio.Future[None], bool]] = []
         self._ingest_writer: asyncio.Task[None] | None = None
-        self._last_received: datetime | None = None
+        self._stamps = Stamps(self.clock)  # ``received``: strictly increasing
         self._housekeeping: asyncio.Task[None] | None = None
         self._timer: asyncio.Task[None] | None = None
         self._timer_wake = asyncio.Event()
@@ -255,7 +255,7 @@ class Service:
             unread: set[UUID] = set()  # trail events no automation could match
             for events, _, engine_sees_all in waiting:
                 for event in events:
-                    stamped.append(event.with_received(self._next_received()))
+                    stamped.append(event.with_received(self._stamps.next()))
                     if (
                         self.settings.embedded  # on Kafka, every event is published
                         and not engine_sees_all
@@ -296,13 +296,6 @@ class Service:
             self.delivery.wake()
         else:
             self.dispatcher.wake()
-
-    def _next_received(self) -> datetime:
-        now = self.clock.now()
-        if self._last_received is not None and now <= self._last_received:
-            now = self._last_received + timedelta(microseconds=1)
-        self._last_received = now
-        return now
 
     async def _engine_batch(self, events: list[Event]) -> None:
         await self.engine.handle(events)
@@ -365,7 +358,7 @@ class Service:
             watermark = page[-1].received
             if watermark is None:  # not stamped by ingestion: nothing to page by
                 break
-            self._last_received = watermark  # new events are stamped after these
+            self._stamps.last = watermark  # new events are stamped after these
         if replayed:
             log.info("engine_recovery", replayed=replayed)
 

@@ -7,7 +7,7 @@ Time-dependent logic takes a :class:`Clock`; tests pass a
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
@@ -31,3 +31,19 @@ class SystemClock:
         delay = (moment - self.now()).total_seconds()
         if delay > 0:
             await asyncio.sleep(delay)
+
+
+class Stamps:
+    """Strictly increasing ``received`` stamps from a clock: its ``now()``, or one
+    microsecond past the last stamp when the clock has not moved on (or went back)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self.last: datetime | None = None  # stamps continue after this
+
+    def next(self) -> datetime:
+        now = self._clock.now()
+        if self.last is not None and now <= self.last:
+            now = self.last + timedelta(microseconds=1)
+        self.last = now
+        return now

@@ -16,32 +16,20 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from uuid import uuid4
 
 import httpx
 import pytest
 
 from tests.automations.service_harness import TOKEN, failed_run
 from tests.integration.http_receiver import HttpReceiver, Reply
+from tests.integration.test_crash_recovery import CONFIG as CRASH_CONFIG
 from tests.integration.test_crash_recovery import Server
 
 pytestmark = pytest.mark.integration
 
-CONFIG = """
-channels:
-  team:
-    url: ${HOOK_URL}
-automations:
-  - name: production-failures
-    trigger:
-      type: event
-      expect: ["flow-run.Failed"]
-      match_related: {resource.role: tag, resource.id: "tag.production"}
-    actions:
-      - type: notify
-        channel: team
-        subject: "failed"
-        body: "{{ event.id }}"
+CONFIG = (
+    CRASH_CONFIG  # the channel and the production-failures automation
+    + """
   - name: audit
     description: watches the other automation's trail (a trail event the engine must see)
     trigger:
@@ -64,15 +52,11 @@ automations:
     actions:
       - type: do-nothing
 """
+)
 
 
 def _ops(name: str) -> dict[str, object]:
-    return {
-        "id": str(uuid4()),
-        "occurred": "2026-11-21T11:36:31.269221Z",
-        "event": name,
-        "resource": {"resource.id": "ops.console"},
-    }
+    return failed_run(event=name, resource={"resource.id": "ops.console"}, related=[])
 
 
 def _children(pid: int) -> list[int]:
