@@ -217,11 +217,11 @@ class _Link:
             self._paused_version = self._state.paused_version
             self._writer.write(b"p\n")
         if self._index is not None:
-            index = self._index
-            unread = [e for e in events if not index.candidates(e)]
+            watched = [bool(self._index.candidates(e)) for e in events]
+            unread = [e for e, w in zip(events, watched, strict=True) if not w]
             if unread:
                 await self._store.insert([e.with_received(self._stamps.next()) for e in unread])
-            events = [e for e in events if index.candidates(e)]
+            events = [e for e, w in zip(events, watched, strict=True) if w]
         if events:
             await self._send(events)
         return ids

@@ -20,10 +20,12 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from events.database import SQLITE_BUSY_TIMEOUT_MS
+
 __all__ = ["in_transaction", "on_connection", "retry_busy", "sqlite_time"]
 
 T = TypeVar("T")
-BUSY_WAIT_S = 10.0  # as SQLITE_BUSY_TIMEOUT_MS (events/database.py)
+BUSY_WAIT_S = SQLITE_BUSY_TIMEOUT_MS / 1000
 BUSY_STEP_MIN = 0.0002
 BUSY_STEP_MAX = 0.001
 
@@ -33,19 +35,16 @@ async def in_transaction(
 ) -> T:
     """Run ``work(connection)`` as one transaction on aiosqlite's thread (SQLite only).
     ``write``: it takes the write lock up front (``BEGIN IMMEDIATE``, see ``_begin``)."""
+    return await on_connection(db, _transaction, work, write)
+
+
+async def on_connection(db: AsyncEngine, work: Callable[..., T], *args: Any) -> T:
+    """Run ``work(connection, *args)`` on aiosqlite's thread, on the pooled connection
+    SQLAlchemy would have used (so it queues behind the others' transactions)."""
     async with db.connect() as conn:
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection  # aiosqlite.Connection
-        result: T = await driver._execute(_transaction, driver._conn, work, write)
-        return result
-
-
-async def on_connection(db: AsyncEngine, work: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``work(connection)`` on aiosqlite's thread, outside any transaction."""
-    async with db.connect() as conn:
-        raw = await conn.get_raw_connection()
-        driver: Any = raw.driver_connection  # aiosqlite.Connection
-        result: T = await driver._execute(work, driver._conn)
+        result: T = await driver._execute(work, driver._conn, *args)
         return result
 
 
@@ -73,7 +72,7 @@ def retry_busy(
             time.sleep(step)
             step = min(step * 2, BUSY_STEP_MAX)
     finally:
-        connection.execute(f"PRAGMA busy_timeout={int(BUSY_WAIT_S * 1000)}")
+        connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
 
 def _transaction(
