@@ -290,7 +290,7 @@ def _parse_events(body: bytes) -> tuple[list[Event], JSONResponse | None]:
         if len(body) > MAX_EVENT_BYTES and len(orjson.dumps(item)) > MAX_EVENT_BYTES:
             return [], _too_large(f"event at {where} is larger than {MAX_EVENT_BYTES} bytes")
         try:
-            events.append(Event.model_validate(item))
+            events.append(Event.from_parsed_json(item))
         except ValidationError as exc:
             errors.extend(
                 {"loc": [*where, *err["loc"]], "msg": err["msg"], "type": err["type"]}

@@ -474,7 +474,7 @@ class Engine:
         current: Event | None = None,
     ) -> Firing:
         found = (self._event(i, current) for i in decided.event_ids)
-        events = [e.model_dump(mode="json", exclude_none=True) for e in found if e is not None]
+        events = [e.json_dict() for e in found if e is not None]
         return Firing(
             id=firing_id_for(decided),
             automation=automation.name,

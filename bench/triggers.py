@@ -57,7 +57,7 @@ from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
-from uuid import NAMESPACE_URL, uuid5
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 import structlog
 import uvloop
@@ -84,6 +84,7 @@ PREFECT_VENV = Path(
     )
 )
 SHAPES = {"A": "same event, K deployments", "B": "K distinct event names"}
+RECEIVED_AFTER = timedelta(milliseconds=20)
 TARGET_RATIO = 100.0
 TARGET_SCALING = 1.5
 
@@ -91,6 +92,18 @@ TARGET_SCALING = 1.5
 # -- workload -------------------------------------------------------------------------------
 def _uuid(kind: str, i: int) -> str:
     return str(uuid5(NAMESPACE_URL, f"https://runbell.dev/bench/{kind}/{i}"))
+
+
+def _event_id(kind: str, j: int, occurred: datetime) -> str:
+    """A UUIDv7 as Prefect gives its events (``../shared/samples/prefect``: every event id
+    there is version 7): 48 bits of ``occurred`` in Unix ms, the rest from a uuid5 of
+    (kind, j), so the workload is the same from run to run."""
+    rest = uuid5(NAMESPACE_URL, f"https://runbell.dev/bench/{kind}/{j}").int
+    ms = int(occurred.timestamp() * 1000)
+    value = (ms << 80) | (rest & ((1 << 80) - 1))
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return str(UUID(int=value))
 
 
 def event_name(shape: str, i: int) -> str:
@@ -159,11 +172,14 @@ def prefect_events(shape: str, k: int, n: int, base: datetime) -> list[dict[str,
     for j in range(n):
         i = j % k
         run = _uuid(f"run-{shape}-{k}", j)
+        occurred = base + timedelta(microseconds=j)
         out.append(
             {
-                "id": _uuid(f"event-{shape}-{k}", j),
-                "occurred": (base + timedelta(microseconds=j)).isoformat(),
-                "received": base.isoformat(),
+                "id": _event_id(f"event-{shape}-{k}", j, occurred),
+                "occurred": occurred.isoformat(),
+                # Stamped at ingestion, in arrival order (events.clock.Stamps), a little
+                # after it occurred: never one instant for the whole workload.
+                "received": (occurred + RECEIVED_AFTER).isoformat(),
                 "event": event_name(shape, i),
                 "resource": {
                     "prefect.resource.id": f"prefect.flow-run.{run}",

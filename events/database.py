@@ -17,6 +17,7 @@ Credentials never reach a log or an error message: print :func:`redact_url`.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -86,7 +87,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 
 def _json_dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    return driver_json(value)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -185,7 +186,12 @@ _LAST_TIME: dict[str, tuple[datetime, datetime | str]] = {}  # dialect → (valu
 
 def driver_json(value: Any) -> str:
     """A JSON column's value as the engine's serializer writes it."""
-    return orjson.dumps(value).decode()
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        # An integer past 64 bits (valid JSON that pydantic parses from the bus) is all
+        # orjson refuses of what an event holds; a batch must not fail on it forever.
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def driver_bool(value: bool, dialect: str) -> bool | int:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from events import MAX_EVENT_BYTES, MAX_LABELS, MAX_RELATED, Event
@@ -185,3 +188,87 @@ def test_model_validate_json_shortcut_gives_pydantics_answer(text: str, kind: ty
     ours = answer(Event.model_validate_json)
     theirs = answer(Event.__pydantic_validator__.validate_json)
     assert ours == theirs
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+_labels = st.dictionaries(st.text(max_size=6), st.text(max_size=6), max_size=3)
+_moments = st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-7))]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    occurred=_moments,
+    received=st.none() | _moments,
+    follows=st.none() | st.uuids(),
+    resource=_labels,
+    related=st.lists(_labels, max_size=3),
+    payload=st.dictionaries(st.text(max_size=5), _json_values, max_size=4),
+    prefect=st.booleans(),
+    via=st.sampled_from(["json", "from_json", "copy", "python"]),
+)
+def test_json_dict_is_pydantics_json_dump(
+    occurred: datetime,
+    received: datetime | None,
+    follows: Any,
+    resource: dict[str, str],
+    related: list[dict[str, str]],
+    payload: dict[str, Any],
+    prefect: bool,
+    via: str,
+) -> None:
+    """The firing context's event (Event.json_dict, built by hand) is exactly
+    model_dump(mode="json", exclude_none=True), however the event was made."""
+    prefix = "prefect." if prefect else ""
+    wire: dict[str, Any] = {
+        "id": str(uuid4()),
+        "occurred": occurred.isoformat(),
+        "event": f"{prefix}flow-run.Failed",
+        "resource": {**resource, f"{prefix}resource.id": f"{prefix}flow-run.1"},
+        "related": [
+            {**labels, f"{prefix}resource.id": f"x.{i}", f"{prefix}resource.role": "r"}
+            for i, labels in enumerate(related)
+        ],
+        "payload": payload,
+    }
+    if received is not None:
+        wire["received"] = received.isoformat()
+    if follows is not None:
+        wire["follows"] = str(follows)
+    try:
+        parsed = Event.model_validate_json(json.dumps(wire))
+    except ValidationError:
+        return  # label collisions once the prefix is dropped: not this test's business
+    if via == "from_json":
+        event = Event.from_json(json.dumps(wire))
+    elif via == "copy":  # a copy with a payload of Python objects: pydantic's dump
+        event = parsed.model_copy(update={"payload": {"at": occurred, **payload}})
+    elif via == "python":
+        event = Event.model_validate(parsed.model_dump())
+    else:
+        event = parsed
+    assert event.json_dict() == event.model_dump(mode="json", exclude_none=True)
+    assert json.dumps(event.json_dict()) == json.dumps(
+        event.model_dump(mode="json", exclude_none=True)
+    )
+
+
+def test_an_integer_past_64_bits_is_a_valid_payload_and_stores() -> None:
+    """orjson refuses it; the size check and the JSON columns must not."""
+    from events.database import driver_json
+
+    text = json.dumps(native(payload={"n": 2**70}))
+    event = Event.model_validate_json(text)
+    assert event.payload == {"n": 2**70}
+    assert driver_json({"events": [event.json_dict()]}) == (
+        '{"events":[' + event.model_dump_json(exclude_none=True) + "]}"
+    )
