@@ -73,11 +73,24 @@ class EventNode:
     # Derived from ``trigger`` once (asked for on every event):
     proactive: bool = field(init=False)
     immediate: bool = field(init=False)  # Reactive, ``within: 0``
+    # Reactive, ``within: 0``, ``threshold: 1``, no ``after``, no resolve to wait for: an
+    # expected event fires at once and leaves no bucket behind (see ``fires_at_once``).
+    stateless: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        proactive = self.trigger.posture == "Proactive"
+        trigger = self.trigger
+        proactive = trigger.posture == "Proactive"
+        immediate = not proactive and trigger.within == timedelta(0)
         object.__setattr__(self, "proactive", proactive)
-        object.__setattr__(self, "immediate", not proactive and self.trigger.within == timedelta(0))
+        object.__setattr__(self, "immediate", immediate)
+        object.__setattr__(
+            self,
+            "stateless",
+            immediate
+            and trigger.threshold == 1
+            and not trigger.after
+            and not (self.resolvable and trigger.for_each),
+        )
 
     def window(
         self,
@@ -207,6 +220,18 @@ def on_event(node: EventNode, bucket: Bucket | None, event: Event, arrival: date
     step = _evaluate(node, bucket, event, arrival)
     step.hits[:0] = hits
     return step
+
+
+def fires_at_once(event: Event, arrival: datetime) -> Hit:
+    """:func:`on_event` of a ``stateless`` node, with no bucket, for an expected event.
+
+    What the general path does, step by step: no ``after``, so the expected event opens a
+    window reaching back ``PRECEDING_EVENT_LOOKBACK`` (``occurred`` is inside it); the
+    event is counted (1 = ``threshold``), fires at ``arrival`` with just its own id, and
+    ``within: 0`` with no resolve owed drops the bucket. The most common trigger ("a run
+    failed") skips three Bucket and two Step constructions per event this way.
+    """
+    return Hit("triggered", arrival, (event.id_text,))
 
 
 def _evaluate(node: EventNode, bucket: Bucket, event: Event, arrival: datetime) -> Step:

@@ -64,6 +64,10 @@ log = structlog.get_logger("runbell.engine")
 CHECKPOINT = "engine"
 _NS = uuid5(NAMESPACE_URL, "https://runbell.dev/firing")
 _NS_BYTES = _NS.bytes
+# The 80 bits after the time: the digest's, less the version nibble and the variant bits,
+# which are set to version 8 (custom layout) and RFC 4122's variant.
+_ID_KEEP = ((1 << 80) - 1) & ~(0xF << 76) & ~(0x3 << 62)
+_ID_SET = (0x8 << 76) | (0x2 << 62)
 _RECENT_EVENTS = 10_000
 _GLOB = set("*?![]")
 _ABSENT = object()  # undo marker: the key did not exist
@@ -80,11 +84,11 @@ def firing_id_for(firing: TriggerFiring) -> str:
     SQLite latency p99 at 1,000 events/s crept from 30 to 52 ms over a minute as they
     grew (40 ms at the end with these ids; bench/README.md, "bench: latency").
     """
-    digest = bytearray(sha1(_NS_BYTES + firing.key.encode(), usedforsecurity=False).digest()[:16])
-    digest[0:6] = int(firing.at.timestamp() * 1000).to_bytes(6, "big")
-    digest[6] = (digest[6] & 0x0F) | 0x80  # version 8 (custom layout)
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    x = digest.hex()
+    digest = sha1(_NS_BYTES + firing.key.encode(), usedforsecurity=False).digest()
+    value = (int(firing.at.timestamp() * 1000) << 80) | (
+        int.from_bytes(digest[6:16], "big") & _ID_KEEP
+    )
+    x = "%032x" % (value | _ID_SET)
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
@@ -241,13 +245,18 @@ class Engine:
         intents: list[Intent] = []
         done: set[UUID] = set()
         admitted: list[Event] = []
+        # The event clock is corrected for consumer lag: it advances with what this
+        # process sees, when it sees it (the batch's arrival here), not with ingestion
+        # stamps: EventClock.observe for each event, folded into one new clock.
+        seen_at = self.clock.now()
+        newest = self._event_clock.occurred
         with self._undoable():
             for event in batch:
                 done.add(event.id)
                 arrival = event.received or event.occurred
-                # The clock is corrected for consumer lag: it advances with what this
-                # process sees, at the moment it sees it, not with ingestion stamps.
-                self._event_clock = self._event_clock.observe(event, self.clock.now())
+                occurred = event.occurred if event.occurred < seen_at else seen_at
+                if newest is None or occurred > newest:
+                    newest = occurred
                 leader = event.follows
                 if leader is None and not self._held:
                     # The usual case: nothing to wait for, nobody waiting (what admit()
@@ -266,10 +275,11 @@ class Engine:
                     self._evaluate(ready, ready.received or arrival, pending, firings, intents)
                 if self.forward is not None:
                     admitted.extend(ready_events)
+            if done:
+                self._event_clock = EventClock(newest, seen_at)
+                pending.clock = self._event_clock
             if admitted and self.forward is not None:
                 await self.forward(admitted)
-            if done:
-                pending.clock = self._event_clock
             received = [e.received for e in batch if e.received is not None]
             await self._commit(
                 processed=[e.id_text for e in batch],  # = done, formatted once

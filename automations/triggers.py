@@ -276,6 +276,12 @@ class TriggerEvaluator:
             if not covered and not (node.resolvable and node.trigger.for_each):
                 continue
             values = matcher.bucket_key(event)
+            if node.stateless and not state.entries and not ctx.changes:
+                # No bucket can exist (nothing is stored), and covered = expected (no
+                # ``after``): the general path's answer, without its buckets.
+                labels = dict(zip(matcher.for_each, values, strict=True))
+                self._emit(ctx, path, _buckets.fires_at_once(event, now), labels)
+                continue
             key = state_key(path, values)
             bucket = ctx.get(key)
             assert bucket is None or isinstance(bucket, Bucket)

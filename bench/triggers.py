@@ -53,7 +53,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -227,7 +229,9 @@ async def run_runbell(
     args: argparse.Namespace,
     workdir: Path,
     profile: cProfile.Profile | None,
+    after_repetition: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
+    """``after_repetition(r)`` runs after repetition r, untimed (the paired Prefect run)."""
     # The embedded service's SQLite set-up (automations/service.py): one pooled
     # connection, WAL checkpoints off it (a passive one every second from its own).
     db = create_engine(
@@ -258,7 +262,7 @@ async def run_runbell(
         batch_ms: list[float] = []
         reps: list[dict[str, float]] = []
         offset = args.warmup
-        for _ in range(args.repeat):
+        for repetition in range(args.repeat):
             latency = bus_payloads[offset : offset + args.latency_events]
             offset += args.latency_events
             bulk = bus_payloads[offset : offset + args.events]
@@ -292,6 +296,8 @@ async def run_runbell(
                     "batched_events_per_s": len(bulk) / t_bulk,
                 }
             )
+            if after_repetition is not None:
+                after_repetition(repetition)
 
         fired = await fired_by_event(db)
         batched = statistics.median(r["batched_events_per_s"] for r in reps)
@@ -393,6 +399,56 @@ def run_prefect(
     if done.returncode != 0 or not lines:
         return {"error": f"exit {done.returncode}: {done.stderr[-2000:]}"}
     return dict(json.loads(lines[-1]))
+
+
+def run_prefect_paired(
+    runs: list[dict[str, Any]],
+    python: Path,
+    shape: str,
+    k: int,
+    events: list[dict[str, Any]],
+    expected: list[str],
+    args: argparse.Namespace,
+    workdir: Path,
+    repetition: int,
+) -> None:
+    """One Prefect run after runbell's repetition ``repetition``; appended to ``runs``."""
+    if runs and "error" in runs[-1]:
+        return
+    t0 = time.perf_counter()
+    pf = run_prefect(python, shape, k, events, expected, args.warmup, workdir, args.prefect_timeout)
+    runs.append(pf)
+    if "error" in pf:
+        print(f"K={k:>6,} {shape} Prefect: {pf['error']}", flush=True)
+        return
+    print(
+        f"K={k:>6,} {shape} Prefect run {repetition + 1}: "
+        f"{pf['events_per_s']:,.1f} ev/s over {pf['events']} events, "
+        f"p50 {pf['p50_ms']:.1f} ms p99 {pf['p99_ms']:.1f} ms "
+        f"(firings ok: {pf['firings_as_expected']}; "
+        f"{time.perf_counter() - t0:.0f} s incl. setup)",
+        flush=True,
+    )
+
+
+def paired(rb: dict[str, Any], runs: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any]:
+    """Prefect's summary over its runs, and the pairs' ratios into ``row``."""
+    if any("error" in run for run in runs):
+        return next(run for run in runs if "error" in run)
+    pairs = list(zip(rb["repetitions"], runs, strict=False))
+    batched = [r["batched_events_per_s"] / pf["events_per_s"] for r, pf in pairs]
+    single = [r["single_events_per_s"] / pf["events_per_s"] for r, pf in pairs]
+    row["ratio_batched"] = statistics.median(batched)
+    row["ratio_single"] = statistics.median(single)
+    row["pair_ratios_batched"] = batched
+    row["pair_ratios_single"] = single
+    middle = sorted(runs, key=lambda run: float(run["events_per_s"]))[len(runs) // 2]
+    return {
+        **middle,  # the median run's figures (events, p50, p99, ...)
+        "events_per_s": statistics.median(float(run["events_per_s"]) for run in runs),
+        "runs": runs,
+        "firings_as_expected": all(run.get("firings_as_expected") for run in runs),
+    }
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -551,17 +607,42 @@ def main() -> None:
                 cap = args.warmup + caps.get(k, min(caps.values()))
                 events = events[:cap]
                 profile = cProfile.Profile() if args.profile else None
+                # Paired: after each runbell repetition, one Prefect run on the same events
+                # (a fresh database each time), so each pair meets the machine in the same
+                # state; the ratio quoted is the median of the pairs' ratios.
+                prefect_runs: list[dict[str, Any]] = []
+
+                prefect_run = None
+                if python is not None:
+                    prefect_run = partial(
+                        run_prefect_paired,
+                        prefect_runs,
+                        python,
+                        shape,
+                        k,
+                        events[:cap],
+                        expected[:cap],
+                        args,
+                        workdir,
+                    )
+
                 t0 = time.perf_counter()
                 # On uvloop, the event loop `runbell serve` runs on (uvicorn's).
-                rb = uvloop.run(run_runbell(shape, k, bus, ids, expected, args, workdir, profile))
+                rb = uvloop.run(
+                    run_runbell(shape, k, bus, ids, expected, args, workdir, profile, prefect_run)
+                )
                 del bus, ids
                 row: dict[str, Any] = {"k": k, "shape": shape, "runbell": rb}
+                reps_text = ", ".join(
+                    f"{r['batched_events_per_s']:,.0f}" for r in rb["repetitions"]
+                )
                 print(
                     f"K={k:>6,} {shape} runbell: "
-                    f"{rb['throughput']['events_per_s']:,.0f} ev/s batched, "
+                    f"{rb['throughput']['events_per_s']:,.0f} ev/s batched "
+                    f"(repetitions: {reps_text}), "
                     f"1-event p50 {rb['latency']['p50_ms']:.2f} ms "
                     f"p99 {rb['latency']['p99_ms']:.2f} ms "
-                    f"({time.perf_counter() - t0:.0f} s)",
+                    f"({time.perf_counter() - t0:.0f} s with the Prefect runs)",
                     flush=True,
                 )
                 if profile:
@@ -572,32 +653,8 @@ def main() -> None:
                     pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(15)
                     row["profile"] = str(path)
                     print(text.getvalue().split("\n", 6)[-1][:3000])
-                if python is not None:
-                    t0 = time.perf_counter()
-                    pf = run_prefect(
-                        python,
-                        shape,
-                        k,
-                        events[:cap],
-                        expected[:cap],
-                        args.warmup,
-                        workdir,
-                        args.prefect_timeout,
-                    )
-                    row["prefect"] = pf
-                    if "error" in pf:
-                        print(f"K={k:>6,} {shape} Prefect: {pf['error']}", flush=True)
-                    else:
-                        row["ratio_batched"] = rb["throughput"]["events_per_s"] / pf["events_per_s"]
-                        row["ratio_single"] = rb["latency"]["events_per_s"] / pf["events_per_s"]
-                        print(
-                            f"K={k:>6,} {shape} Prefect: {pf['events_per_s']:,.1f} ev/s "
-                            f"over {pf['events']} events, "
-                            f"p50 {pf['p50_ms']:.1f} ms p99 {pf['p99_ms']:.1f} ms "
-                            f"(firings ok: {pf['firings_as_expected']}; "
-                            f"{time.perf_counter() - t0:.0f} s incl. setup)",
-                            flush=True,
-                        )
+                if prefect_runs:
+                    row["prefect"] = paired(rb, prefect_runs, row)
                 rows.append(row)
 
     v = verdicts(rows)

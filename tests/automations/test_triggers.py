@@ -128,8 +128,13 @@ class _Run:
             self._evaluate(ready, arrival)
 
 
-def _run(case: dict[str, Any], tmp_path: Path, restarts: set[int] | None = None) -> list[Any]:
-    evaluators = _load(tmp_path, case["automations"])
+def _run(
+    case: dict[str, Any],
+    tmp_path: Path,
+    restarts: set[int] | None = None,
+    evaluators: list[TriggerEvaluator] | None = None,
+) -> list[Any]:
+    evaluators = evaluators or _load(tmp_path, case["automations"])
     events = sorted((_event(e) for e in case["events"]), key=lambda e: e.received or e.occurred)
     run = _Run.start(evaluators, T0 + _offset(case.get("start", 0)))
     for index, event in enumerate(events):
@@ -272,3 +277,68 @@ def test_restart_at_any_event_index_changes_nothing(
     case = {"automations": _PROPERTY_AUTOMATIONS, "events": events, "until": "30m"}
     tmp_path = tmp_path_factory.mktemp("property")
     assert _run(case, tmp_path, restarts) == _run(case, tmp_path)
+
+
+_STATELESS_AUTOMATIONS: list[dict[str, Any]] = [
+    {  # the shape of "a run failed": Reactive, threshold 1, within 0, for_each
+        "name": "failed",
+        "trigger": {
+            "type": "event",
+            "expect": ["flow-run.Failed"],
+            "match": {"resource.id": "flow-run.*"},
+            "for_each": ["resource.id"],
+            "within": 0,
+        },
+    },
+    {  # no for_each, but resolvable: still nothing to wait for
+        "name": "any-completed",
+        "trigger": {"type": "event", "expect": ["flow-run.Completed"], "within": 0},
+        "actions_on_resolve": [{"type": "notify", "channel": "c"}],
+    },
+    {  # resolvable with for_each: keeps a bucket (fired) and takes the general path
+        "name": "failed-resolves",
+        "trigger": {
+            "type": "event",
+            "expect": ["flow-run.Failed"],
+            "for_each": ["resource.id"],
+            "within": 0,
+        },
+        "actions_on_resolve": [{"type": "notify", "channel": "c"}],
+    },
+    {  # two triggers in one automation, one of them stateless
+        "name": "compound",
+        "trigger": {
+            "type": "compound",
+            "require": "any",
+            "triggers": [
+                {"type": "event", "expect": ["flow-run.Running"], "within": 0},
+                {"type": "event", "expect": ["flow-run.heartbeat"], "threshold": 2, "within": 60},
+            ],
+        },
+    },
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(specs=_event_specs)
+def test_stateless_triggers_fire_as_the_bucket_path_does(
+    specs: list[tuple[str, str, int, int, bool]], tmp_path_factory: Any
+) -> None:
+    """The shortcut for Reactive/threshold 1/within 0 triggers (no bucket kept) gives the
+    same firings as the general bucket arithmetic it skips, redeliveries included."""
+    events: list[dict[str, Any]] = []
+    for index, (name, resource, at, lag, again) in enumerate(specs):
+        spec = {"id": f"s{index}", "at": at, "received": at + lag, "event": name}
+        events.append({**spec, "resource": resource})
+        if again:
+            events.append({**spec, "resource": resource, "received": at + lag + 7})
+    case = {"automations": _STATELESS_AUTOMATIONS, "events": events, "until": "30m"}
+    tmp_path = tmp_path_factory.mktemp("stateless")
+    shortcut = _run(case, tmp_path)
+    evaluators = _load(tmp_path, case["automations"])
+    for evaluator in evaluators:
+        for node, _, _ in evaluator._events.values():
+            object.__setattr__(node, "stateless", False)  # the general path only
+    general = _run(case, tmp_path, evaluators=evaluators)
+    assert shortcut == general
+    assert len(shortcut) >= sum(1 for name, *_ in specs if name == "flow-run.Failed")
