@@ -8,6 +8,8 @@ from typing import Literal
 
 import orjson
 
+from events.model import isoformat
+
 
 def state_key(path: str, bucket: tuple[str, ...] = ()) -> str:
     """The key of one trigger path's bucket, e.g. ``["trigger","flow-run.1"]``."""
@@ -32,7 +34,7 @@ class TriggerFiring:
         # same last event; ``at`` (arrival or deadline) is stored, so still deterministic.
         cause = self.event_ids[0] if self.event_ids else ""
         labels = orjson.dumps(self.bucket, option=orjson.OPT_SORT_KEYS).decode()
-        moment = self.at.isoformat()
+        moment = isoformat(self.at)
         return (
             f"{self.automation}\x1f{self.trigger}\x1f{labels}\x1f{self.state}"
             f"\x1f{cause}\x1f{moment}"

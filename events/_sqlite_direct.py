@@ -12,6 +12,7 @@ transactions exactly as they do).
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 from events.database import SQLITE_BUSY_TIMEOUT_MS
 
@@ -41,11 +43,19 @@ async def in_transaction(
 async def on_connection(db: AsyncEngine, work: Callable[..., T], *args: Any) -> T:
     """Run ``work(connection, *args)`` on aiosqlite's thread, on the pooled connection
     SQLAlchemy would have used (so it queues behind the others' transactions)."""
-    async with db.connect() as conn:
-        raw = await conn.get_raw_connection()
-        driver: Any = raw.driver_connection  # aiosqlite.Connection
+    # A bare pool checkout (no SQLAlchemy Connection around it): a third less of the
+    # hand-off's cost than connect() + get_raw_connection(), on every engine batch.
+    fairy = await db.raw_connection()
+    try:
+        driver: Any = fairy.driver_connection  # aiosqlite.Connection
         result: T = await driver._execute(work, driver._conn, *args)
         return result
+    finally:
+        await greenlet_spawn(fairy.close)
+        # Let a task the check-in woke take the connection before this one's caller can
+        # check it out again (without a turn of the loop a steady writer starved the
+        # checkpointer's RESTART: asyncio's queue hands an item to whoever asks first).
+        await asyncio.sleep(0)
 
 
 def retry_busy(

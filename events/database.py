@@ -168,15 +168,25 @@ def driver_time(value: datetime, dialect: str) -> datetime | str:
     last = _LAST_TIME.get(dialect)
     if last is not None and last[0] == value:  # a batch's firings often share a moment
         return last[1]  # (a naive value never equals the aware one kept here)
-    if value.tzinfo is None or value.utcoffset() is None:
+    offset = value.utcoffset()
+    if offset is None:
         raise ValueError(f"naive datetime {value.isoformat()}: pass a timezone-aware one")
-    utc = value.astimezone(UTC)
-    # SQLAlchemy's SQLite DATETIME storage format: "YYYY-MM-DD HH:MM:SS.ffffff".
-    bound = (
-        utc.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-        if dialect == "sqlite"
-        else utc
-    )
+    bound: datetime | str
+    if dialect == "sqlite":
+        utc = value.astimezone(UTC) if offset else value
+        # SQLAlchemy's SQLite DATETIME storage format: "YYYY-MM-DD HH:MM:SS.ffffff"
+        # (spelled out: a third of astimezone + replace + isoformat, once per firing).
+        bound = "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (  # noqa: UP031
+            utc.year,
+            utc.month,
+            utc.day,
+            utc.hour,
+            utc.minute,
+            utc.second,
+            utc.microsecond,
+        )
+    else:
+        bound = value.astimezone(UTC)
     _LAST_TIME[dialect] = (value, bound)
     return bound
 

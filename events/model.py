@@ -265,9 +265,24 @@ def _parsed(event: _E) -> _E:
     return event
 
 
+def isoformat(moment: datetime) -> str:
+    """``moment.isoformat()``, kept for the last datetime object asked about: an event's
+    arrival is formatted for its firing's key and again for the firing's context."""
+    global _LAST_ISO
+    last = _LAST_ISO
+    if last[0] is moment:
+        return last[1]
+    text = moment.isoformat()
+    _LAST_ISO = (moment, text)
+    return text
+
+
+_LAST_ISO: tuple[datetime | None, str] = (None, "")
+
+
 def _zulu(moment: datetime) -> str:
     """A UTC time as pydantic writes it in JSON mode (``...Z``)."""
-    text = moment.isoformat()
+    text = isoformat(moment)
     return text[: -len(_UTC_SUFFIX)] + "Z" if text.endswith(_UTC_SUFFIX) else text
 
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from pydantic import AwareDatetime, TypeAdapter
 from sqlalchemy import text
 from sqlalchemy.dialects import sqlite
 
@@ -35,6 +36,10 @@ async def test_sqlite_checkpoints_the_wal_every_10000_pages(tmp_path: Path) -> N
         datetime(2026, 11, 21, 10, 0, tzinfo=UTC),
         datetime(2026, 11, 21, 10, 0, 0, 5, tzinfo=timezone(timedelta(hours=-7))),
         datetime(1999, 1, 2, 3, 4, 5, 999999, tzinfo=timezone(timedelta(minutes=330))),
+        datetime(5, 1, 2, 3, 4, 5, tzinfo=UTC),
+        # pydantic's own tzinfo, as parsed events carry it
+        TypeAdapter(AwareDatetime).validate_json('"2026-11-21T10:00:00.25Z"'),
+        TypeAdapter(AwareDatetime).validate_json('"2026-11-21T10:00:00+02:00"'),
     ],
 )
 def test_driver_time_is_what_utcdatetime_binds(moment: datetime) -> None:
