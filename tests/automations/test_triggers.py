@@ -262,18 +262,24 @@ _event_specs = st.lists(
 )
 
 
+def _events_of(specs: list[tuple[str, str, int, int, bool]], prefix: str) -> list[dict[str, Any]]:
+    """Event specs for ``_run`` from generated tuples; a redelivery comes 7 s later."""
+    events: list[dict[str, Any]] = []
+    for index, (name, resource, at, lag, again) in enumerate(specs):
+        spec = {"id": f"{prefix}{index}", "at": at, "received": at + lag, "event": name}
+        events.append({**spec, "resource": resource})
+        if again:
+            events.append({**spec, "resource": resource, "received": at + lag + 7})
+    return events
+
+
 @settings(max_examples=60, deadline=None)
 @given(specs=_event_specs, restarts=st.sets(st.integers(min_value=0, max_value=30)))
 def test_restart_at_any_event_index_changes_nothing(
     specs: list[tuple[str, str, int, int, bool]], restarts: set[int], tmp_path_factory: Any
 ) -> None:
     """Stopping and restarting (state through JSON) between any events yields the same firings."""
-    events: list[dict[str, Any]] = []
-    for index, (name, resource, at, lag, again) in enumerate(specs):
-        spec = {"id": f"p{index}", "at": at, "received": at + lag, "event": name}
-        events.append({**spec, "resource": resource})
-        if again:
-            events.append({**spec, "resource": resource, "received": at + lag + 7})
+    events = _events_of(specs, "p")
     case = {"automations": _PROPERTY_AUTOMATIONS, "events": events, "until": "30m"}
     tmp_path = tmp_path_factory.mktemp("property")
     assert _run(case, tmp_path, restarts) == _run(case, tmp_path)
@@ -326,12 +332,7 @@ def test_stateless_triggers_fire_as_the_bucket_path_does(
 ) -> None:
     """The shortcut for Reactive/threshold 1/within 0 triggers (no bucket kept) gives the
     same firings as the general bucket arithmetic it skips, redeliveries included."""
-    events: list[dict[str, Any]] = []
-    for index, (name, resource, at, lag, again) in enumerate(specs):
-        spec = {"id": f"s{index}", "at": at, "received": at + lag, "event": name}
-        events.append({**spec, "resource": resource})
-        if again:
-            events.append({**spec, "resource": resource, "received": at + lag + 7})
+    events = _events_of(specs, "s")
     case = {"automations": _STATELESS_AUTOMATIONS, "events": events, "until": "30m"}
     tmp_path = tmp_path_factory.mktemp("stateless")
     shortcut = _run(case, tmp_path)
