@@ -561,7 +561,7 @@ def main() -> None:
     parser.add_argument("--k", default="10,1000,10000", help="automation counts")
     parser.add_argument("--shapes", default="A,B", help="A: same event; B: distinct events")
     parser.add_argument(
-        "--events", type=int, default=5_000, help="runbell: batched events per case"
+        "--events", type=int, default=20_000, help="runbell: batched events per case"
     )
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--latency-events", type=int, default=500, help="runbell: 1-event batches")
