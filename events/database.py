@@ -17,7 +17,6 @@ Credentials never reach a log or an error message: print :func:`redact_url`.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -30,6 +29,8 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
+
+from events.model import json_bytes
 
 metadata: MetaData = SQLModel.metadata
 """Every runbell table, whichever package declares it."""
@@ -196,12 +197,7 @@ _LAST_TIME: dict[str, tuple[datetime, datetime | str]] = {}  # dialect → (valu
 
 def driver_json(value: Any) -> str:
     """A JSON column's value as the engine's serializer writes it."""
-    try:
-        return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError:
-        # An integer past 64 bits (valid JSON that pydantic parses from the bus) is all
-        # orjson refuses of what an event holds; a batch must not fail on it forever.
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    return json_bytes(value).decode()
 
 
 def driver_bool(value: bool, dialect: str) -> bool | int:

@@ -102,7 +102,7 @@ class Event(BaseModel):
     @model_validator(mode="after")
     def _check_size(self) -> Event:
         # The payload dominates size; labels are bounded above.
-        size = _json_size(self.payload) if self.payload else 0
+        size = len(json_bytes(self.payload)) if self.payload else 0
         for labels in (self.resource, *self.related):
             size += sum(map(len, labels)) + sum(map(len, labels.values()))
         if size > MAX_EVENT_BYTES:
@@ -250,11 +250,14 @@ class Event(BaseModel):
         }
 
 
-def _json_size(payload: dict[str, Any]) -> int:
+def json_bytes(value: Any) -> bytes:
+    """orjson's JSON; ``json``'s for what orjson refuses of valid JSON values (an integer
+    past 64 bits, which pydantic parses from the bus): sizing or storing an event must
+    never fail on it, or its batch would fail over and over."""
     try:
-        return len(orjson.dumps(payload))
-    except orjson.JSONEncodeError:  # an integer past 64 bits: valid JSON, orjson refuses it
-        return len(json.dumps(payload, default=str))
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
 _E = TypeVar("_E", bound=Event)
