@@ -104,6 +104,10 @@ class DeliveryWorker:
             if not writer.is_closing():
                 writer.write(b"w\n")
 
+    def committed(self, _firings: Sequence[Any]) -> None:
+        """The engine committed intents (the dispatcher's hook): the worker claims them."""
+        self.wake()
+
     async def stop(self) -> None:
         self._stopping = True
         if self._supervisor is not None:
@@ -264,20 +268,11 @@ class _Link:
                 done.set_exception(ConnectionError("the service closed the delivery link"))
 
 
-def _lock_path(database_url: str) -> Path | None:
-    from events.database import normalise_url
-
-    url = normalise_url(database_url)
-    if url.get_backend_name() != "sqlite" or not url.database:
-        return None
-    return Path(url.database + ".delivery.lock")
-
-
 async def _run_worker(args: argparse.Namespace) -> int:
+    from automations.channels import close_all
     from automations.cli import load_or_exit
     from automations.service import build_dispatcher, freeze_startup_heap
     from automations.settings import Settings
-    from automations.state import StateStore
     from events._sqlite_checkpoint import no_autocheckpoint
     from events.clock import SystemClock
     from events.database import create_engine, normalise_url
@@ -291,14 +286,15 @@ async def _run_worker(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    url = normalise_url(settings.database_url)
+    single = url.get_backend_name() == "sqlite"
     lock_file = None
-    lock_path = _lock_path(settings.database_url)
+    lock_path = Path(url.database + ".delivery.lock") if single and url.database else None
     if lock_path is not None:  # one worker per database: wait for a predecessor
         lock_file = lock_path.open("a")
         await asyncio.to_thread(fcntl.flock, lock_file.fileno(), fcntl.LOCK_EX)
 
     reader, writer = await asyncio.open_unix_connection(args.socket, limit=_LINE_LIMIT)
-    single = normalise_url(settings.database_url).get_backend_name() == "sqlite"
     db = create_engine(
         settings.database_url, **({"pool_size": 1, "max_overflow": 0} if single else {})
     )
@@ -322,8 +318,6 @@ async def _run_worker(args: argparse.Namespace) -> int:
         task.cancel()
     await asyncio.gather(linked, stopped, return_exceptions=True)
     await channels.aclose()
-    from automations.channels import close_all
-
     await close_all(*controllers.values())
     writer.close()
     await db.dispose()

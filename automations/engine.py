@@ -246,17 +246,12 @@ class Engine:
         done: set[UUID] = set()
         admitted: list[Event] = []
         # The event clock is corrected for consumer lag: it advances with what this
-        # process sees, when it sees it (the batch's arrival here), not with ingestion
-        # stamps: EventClock.observe for each event, folded into one new clock.
+        # process sees, when it sees it (the batch's arrival), not with ingestion stamps.
         seen_at = self.clock.now()
-        newest = self._event_clock.occurred
         with self._undoable():
             for event in batch:
                 done.add(event.id)
                 arrival = event.received or event.occurred
-                occurred = event.occurred if event.occurred < seen_at else seen_at
-                if newest is None or occurred > newest:
-                    newest = occurred
                 leader = event.follows
                 if leader is None and not self._held:
                     # The usual case: nothing to wait for, nobody waiting (what admit()
@@ -276,7 +271,7 @@ class Engine:
                 if self.forward is not None:
                     admitted.extend(ready_events)
             if done:
-                self._event_clock = EventClock(newest, seen_at)
+                self._event_clock = self._event_clock.observed(batch, seen_at)
                 pending.clock = self._event_clock
             if admitted and self.forward is not None:
                 await self.forward(admitted)

@@ -44,7 +44,7 @@ from automations.partitioning import (
 )
 from automations.settings import Settings
 from automations.spec import Config
-from automations.state import PROCESSED_RETENTION, Firing, StateStore
+from automations.state import PROCESSED_RETENTION, StateStore
 from events._kafka_bus import KafkaBus, PartitionHandler
 from events._sql_store import SqlEventStore
 from events._sqlite_checkpoint import WalCheckpointer
@@ -109,7 +109,9 @@ class Service:
             if delivery_argv
             else None
         )
-        self.engine = Engine(config, self.state, self.clock, on_intents=self._intents)
+        # Whichever delivers: both claim on committed intents, on wake, and stop alike.
+        self._deliveries: Dispatcher | DeliveryWorker = self.delivery or self.dispatcher
+        self.engine = Engine(config, self.state, self.clock, on_intents=self._deliveries.committed)
         self.shard_bus: KafkaBus | None = None
         self.routers: Partitioned | None = None
         self.shards: Partitioned | None = None
@@ -150,7 +152,7 @@ class Service:
                 shard_config(config, p, partitions),
                 self.state.scoped(f"shard/{p}"),
                 self.clock,
-                on_intents=self._intents,
+                on_intents=self._deliveries.committed,
                 ordered=True,
             ),
         )
@@ -210,10 +212,7 @@ class Service:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self.delivery is not None:
-            await self.delivery.stop()
-        else:
-            await self.dispatcher.stop()
+        await self._deliveries.stop()
         await self.channels.aclose()
         await close_all(*self.controllers.values())
         await self.bus.stop()
@@ -279,23 +278,13 @@ class Service:
                 if not done.done():
                     done.set_result(None)
 
-    def _intents(self, firings: Sequence[Firing]) -> None:
-        """The engine committed intents: the dispatcher here, or the worker, claims them."""
-        if self.delivery is not None:
-            self.delivery.wake()
-        else:
-            self.dispatcher.committed(firings)
-
     def _paused_elsewhere(self) -> None:
         """The delivery worker changed a paused flag: engines re-read them."""
         self.state.paused_version += 1
 
     def wake_delivery(self) -> None:
         """Outbox rows are owed now (a replay): claim them."""
-        if self.delivery is not None:
-            self.delivery.wake()
-        else:
-            self.dispatcher.wake()
+        self._deliveries.wake()
 
     async def _engine_batch(self, events: list[Event]) -> None:
         await self.engine.handle(events)

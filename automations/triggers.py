@@ -67,7 +67,7 @@ Where runbell differs, on purpose:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -185,10 +185,16 @@ class EventClock:
     seen_at: datetime | None = None
 
     def observe(self, event: Event, arrival: datetime) -> EventClock:
-        occurred = min(event.occurred, arrival)
-        if self.occurred is not None and occurred < self.occurred:
-            occurred = self.occurred
-        return EventClock(occurred, arrival)
+        return self.observed((event,), arrival)
+
+    def observed(self, events: Iterable[Event], arrival: datetime) -> EventClock:
+        """Moved on by ``events`` all seen at ``arrival`` (a batch: one new clock)."""
+        newest = self.occurred
+        for event in events:
+            occurred = event.occurred if event.occurred < arrival else arrival
+            if newest is None or occurred > newest:
+                newest = occurred
+        return EventClock(newest, arrival)
 
     def at(self, occurred: datetime, seen_at: datetime) -> EventClock:
         """Moved forward to ``occurred`` (a watermark seen at ``seen_at``); never back."""

@@ -620,7 +620,7 @@ def main() -> None:
                         python,
                         shape,
                         k,
-                        events[:cap],
+                        events,
                         expected[:cap],
                         args,
                         workdir,
