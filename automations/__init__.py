@@ -1,26 +1,33 @@
-"""runbell automations: YAML spec and loader, matching, engine, dispatcher, service.
+"""runbell automations: everything that decides and acts. Depends on ``events`` and ``notifiers``.
 
-The composition root (``service``, ``api``, ``cli``) lives here too. Depends on
-``events`` and ``notifiers``. Read CONTRACTS.md before changing it.
+One folder per role, each depending only on the ones listed before it:
+
+    spec/            YAML models, loader, loop guard, label/name patterns
+    core/            pure: matching, triggers, buckets, ordering, metrics, silences, grouping
+    state/           tables and stores (firings, outbox, attempts, trigger state)
+    engine/          the engine, candidate index, router and shards, replay
+    delivery/        dispatcher, retry policy, throttle, grouping stage, actions/, orchestrators/
+    prefect_import/  Prefect automation definitions -> runbell YAML
+    service/         composition root: service, wiring, HTTP API, CLI, settings, delivery worker
+
+Read CONTRACTS.md before changing it.
 """
 
-from automations.dispatcher import Dispatcher, RetryPolicy
-from automations.engine import Engine
-from automations.errors import AutomationsError, ConfigError, Problem
-from automations.grouping import GroupingPolicy, GroupingState
-from automations.loader import load_config
-from automations.loop_guard import Loop, check_loops, find_loops
-from automations.matching import CompiledTrigger, compile_trigger
-from automations.metrics import MetricEvaluator, MetricState
-from automations.orchestrators import (
+from automations.core.grouping import GroupingPolicy, GroupingState
+from automations.core.matching import CompiledTrigger, compile_trigger
+from automations.core.metrics import MetricEvaluator, MetricState
+from automations.core.silences import SilenceSet, is_silenced, parse_cron
+from automations.delivery.dispatcher import Dispatcher, RetryPolicy
+from automations.delivery.orchestrators import (
     ControlResult,
     HttpController,
     PrefectController,
     RunController,
 )
-from automations.replay import firing_line
-from automations.settings import Settings, parse_duration
-from automations.silences import SilenceSet, is_silenced, parse_cron
+from automations.engine import Engine
+from automations.engine.replay import firing_line
+from automations.errors import AutomationsError, ConfigError, Problem
+from automations.service.settings import Settings, parse_duration
 from automations.spec import (
     Automation,
     Channel,
@@ -30,7 +37,9 @@ from automations.spec import (
     NotifyAction,
     Silence,
 )
-from automations.state import Firing, Intent, StateStore, firing_id
+from automations.spec.loader import load_config
+from automations.spec.loop_guard import Loop, check_loops, find_loops
+from automations.state import Firing, Intent, StateStore
 
 __all__ = [
     "Automation",
@@ -64,7 +73,6 @@ __all__ = [
     "check_loops",
     "compile_trigger",
     "find_loops",
-    "firing_id",
     "firing_line",
     "is_silenced",
     "load_config",

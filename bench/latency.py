@@ -302,7 +302,7 @@ def profiler(args: argparse.Namespace, workdir: Path, pid: int, name: str) -> An
 # the first marker found in a stack names the stage.
 STAGES = (
     ("dispatcher: Slack POST (SlackNotifier.send)", ("SlackNotifier.send",)),
-    ("dispatcher: other (claim, render, record)", ("Dispatcher.", "automations/actions/")),
+    ("dispatcher: other (claim, render, record)", ("Dispatcher.", "automations/delivery/actions/")),
     ("engine (bus consumer → firings, outbox)", ("Service._engine_batch",)),
     ("API: POST /api/events handler (parse, ingest)", ("post_events",)),
     ("API: uvicorn/FastAPI request plumbing", ("run_asgi", "H11Protocol", "HttpToolsProtocol")),

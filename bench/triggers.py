@@ -68,7 +68,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from automations.engine import Engine  # noqa: E402
-from automations.service import freeze_startup_heap  # noqa: E402
+from automations.service.wiring import freeze_startup_heap  # noqa: E402
 from automations.spec import Automation, Config  # noqa: E402
 from automations.state import StateStore  # noqa: E402
 from events._sqlite_checkpoint import WalCheckpointer  # noqa: E402
@@ -232,7 +232,7 @@ async def run_runbell(
     after_repetition: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """``after_repetition(r)`` runs after repetition r, untimed (the paired Prefect run)."""
-    # The embedded service's SQLite set-up (automations/service.py): one pooled
+    # The embedded service's SQLite set-up (automations/service/service.py): one pooled
     # connection, WAL checkpoints off it (a passive one every second from its own).
     db = create_engine(
         f"sqlite:///{workdir / f'runbell-{shape}-{k}.db'}", pool_size=1, max_overflow=0

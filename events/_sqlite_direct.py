@@ -102,7 +102,7 @@ def _transaction(
 def _begin(connection: sqlite3.Connection) -> None:
     """``BEGIN IMMEDIATE``, waiting for another process's writer in short steps.
 
-    The service and its delivery worker (automations/delivery_process.py) are two
+    The service and its delivery worker (automations/service/worker.py) are two
     processes writing one database. SQLite's own busy handler waits 1, 2, 5, 10, 15,
     20, 25, 25... ms between tries: under load a writer slept 25 ms at a time, most of
     the latency p99. Once the write lock is held nothing else in the transaction can

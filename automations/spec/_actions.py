@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from automations.orchestrators.base import STATE_TYPES
+from automations.delivery.orchestrators.base import STATE_TYPES
 from automations.spec._base import (
     Duration,
     Strict,
@@ -54,7 +54,7 @@ class NotifyAction(_Action):
     ``fallback`` names a channel that gets the message once this one is dead-lettered.
 
     ``group_by`` (label names, ``["..."]`` for every label) turns on Alertmanager-style
-    grouping (``automations/grouping_stage.py``): firings become alerts in groups of
+    grouping (``automations/delivery/grouping_stage.py``): firings become alerts in groups of
     equal ``group_by`` values, and each group is sent as one digest ``group_wait``
     after it opens, then at most every ``group_interval`` while it changes, and again
     every ``repeat_interval`` while it still fires; ``send_resolved`` says when its

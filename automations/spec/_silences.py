@@ -54,7 +54,7 @@ class Silence(Strict):
 
     Active between ``starts`` and ``ends`` (one-off); or, when ``weekly`` or
     ``cron`` + ``duration`` is given, during each recurring window (``starts``/
-    ``ends`` then optionally bound the recurrence). See :mod:`automations.silences`.
+    ``ends`` then optionally bound the recurrence). See :mod:`automations.core.silences`.
     """
 
     name: str = Field(min_length=1)
@@ -85,7 +85,7 @@ class Silence(Strict):
     @classmethod
     def _check_cron(cls, value: str | None) -> str | None:
         if value is not None:
-            from automations.silences import parse_cron  # lazy: silences imports spec
+            from automations.core.silences import parse_cron  # lazy: silences imports spec
 
             parse_cron(value)
         return value

@@ -11,10 +11,10 @@ from uuid import uuid4
 
 import httpx
 
-from automations.api import create_app
-from automations.loader import load_config
 from automations.service import Service
-from automations.settings import Settings
+from automations.service.api import create_app
+from automations.service.settings import Settings
+from automations.spec.loader import load_config
 from events.clock import Clock
 from notifiers import Notifier
 

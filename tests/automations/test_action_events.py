@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from automations.actions import ActionResult, action_event
-from automations.actions.events import MAX_REASON, Kind
+from automations.delivery.actions import ActionResult, action_event
+from automations.delivery.actions.events import MAX_REASON, Kind
 from automations.state import Firing, OutboxRow
 from events.model import Event
 

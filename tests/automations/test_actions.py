@@ -10,13 +10,13 @@ from uuid import uuid4
 
 import pytest
 
-from automations.channels import build_channels, build_controllers, close_all
-from automations.dispatcher import Dispatcher, RetryPolicy
+from automations.delivery.channels import build_channels, build_controllers, close_all
+from automations.delivery.dispatcher import Dispatcher, RetryPolicy
+from automations.delivery.orchestrators import ControlResult
+from automations.delivery.orchestrators.testing import FakeRunController
 from automations.errors import ConfigError
-from automations.loader import load_config
-from automations.orchestrators import ControlResult
-from automations.orchestrators.testing import FakeRunController
 from automations.spec import Automation, Channel
+from automations.spec.loader import load_config
 from automations.state import AttemptRow, Firing, Intent, OutboxRow, StateStore
 from events.database import create_engine
 from events.model import Event

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 from typer.testing import CliRunner
 
-from automations.cli import _event_from_flags, app
+from automations.service.cli import _event_from_flags, app
 from events import Event
 from tests.integration.http_receiver import free_port
 

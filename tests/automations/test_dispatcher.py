@@ -9,11 +9,11 @@ from uuid import uuid4
 
 import pytest
 
-from automations._state_model import as_read
-from automations.channels import TokenBucket
-from automations.dispatcher import Dispatcher, RetryPolicy
+from automations.delivery.channels import TokenBucket
+from automations.delivery.dispatcher import Dispatcher, RetryPolicy
 from automations.spec import RateLimit
 from automations.state import Firing, Intent, StateStore
+from automations.state.model import as_read
 from events.database import create_engine
 from events.model import Event
 from events.testing import FakeClock

@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from automations.engine import CandidateIndex, Engine
-from automations.loader import load_config
-from automations.replay import drive, run_timers
+from automations.engine.replay import drive, run_timers
 from automations.spec import Config
+from automations.spec.loader import load_config
 from automations.state import StateStore
 from events.database import create_engine
 from events.model import Event
@@ -361,8 +361,8 @@ def test_firing_id_is_time_ordered_and_deterministic(automation: str) -> None:
     """48 bits of ``at`` in ms (they sort by time), then uuid5 of the firing key."""
     from uuid import NAMESPACE_URL, UUID, uuid5
 
+    from automations.core.triggers import TriggerFiring
     from automations.engine import firing_id_for
-    from automations.triggers import TriggerFiring
 
     decided = TriggerFiring(automation, "trigger", "triggered", T0, {"a": "b"}, ("e1", "e2"))
     later = TriggerFiring(

@@ -10,8 +10,9 @@ from uuid import UUID
 import pytest
 from sqlalchemy import insert, select
 
-from automations._state_engine import AlreadyProcessed
-from automations._state_model import (
+from automations.state import Firing, Intent, StateStore
+from automations.state.engine import AlreadyProcessed
+from automations.state.model import (
     _OUTBOX_COLUMNS,
     FIRING_COLUMNS,
     FiringRow,
@@ -19,7 +20,6 @@ from automations._state_model import (
     firing_row,
     intent_row,
 )
-from automations.state import Firing, Intent, StateStore
 from events.database import create_engine
 
 T0 = datetime(2026, 11, 21, 10, 0, 0, 123456, tzinfo=UTC)
@@ -141,10 +141,10 @@ async def test_a_naive_time_is_refused_and_nothing_is_written(store: StateStore)
 
 async def test_trigger_state_written_with_the_batch_loads_back(store: StateStore) -> None:
     """StateWrite on SQLite (one sqlite3 transaction) and PostgreSQL (SQLAlchemy)."""
-    from automations import trigger_store
-    from automations._buckets import Bucket
-    from automations.trigger_store import Pending
-    from automations.triggers import EventClock, Held
+    from automations.core.buckets import Bucket
+    from automations.core.triggers import EventClock, Held
+    from automations.state import triggers as trigger_store
+    from automations.state.triggers import Pending
 
     first = Pending(
         entries={

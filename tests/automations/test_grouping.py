@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from automations.grouping import (
+from automations.core.grouping import (
     Alert,
     Digest,
     GroupingPolicy,

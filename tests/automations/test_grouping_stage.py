@@ -12,11 +12,11 @@ from uuid import uuid4
 
 import pytest
 
-from automations.dispatcher import Dispatcher
+from automations.delivery.dispatcher import Dispatcher
+from automations.delivery.grouping_stage import NotifyGrouping
 from automations.errors import ConfigError
-from automations.grouping_stage import NotifyGrouping
-from automations.loader import load_config
 from automations.spec import Automation, Config
+from automations.spec.loader import load_config
 from automations.state import Firing, Intent, StateStore
 from events.database import create_engine
 from events.testing import FakeClock

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from automations.errors import AutomationsError, ConfigError, Problem
-from automations.loader import load_config
 from automations.spec import Config, EventTrigger, NotifyAction
+from automations.spec.loader import load_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = "slack://T000/B000/very-secret-token"

@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from automations.errors import ConfigError
-from automations.loader import load_config
-from automations.loop_guard import automation_resource, find_loops
 from automations.spec import Automation
+from automations.spec.loader import load_config
+from automations.spec.loop_guard import automation_resource, find_loops
 
 FAILED_IN_ETL = (
     "{type: event, expect: [flow-run.Failed], "
@@ -227,8 +227,8 @@ def test_loader_rejects_a_loop_with_file_and_line(tmp_path: Path) -> None:
 
 def test_retry_bounded_by_run_count_is_not_a_loop() -> None:
     """'Retry failed runs up to twice' (match on run-count) is allowed; unbounded is not."""
-    from automations.loop_guard import find_loops
     from automations.spec import Automation
+    from automations.spec.loop_guard import find_loops
 
     def automation(match: dict[str, object]) -> Automation:
         return Automation.model_validate(

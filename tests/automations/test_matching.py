@@ -9,17 +9,15 @@ from uuid import uuid4
 
 import pytest
 
-from automations.matching import (
+from automations.core.matching import bucket_key, compile_trigger, find_resource_label
+from automations.spec import EventTrigger
+from automations.spec.patterns import (
     LabelFilter,
-    bucket_key,
-    compile_trigger,
     event_name_matches,
-    find_resource_label,
     glob_matches,
     related_matches,
     resource_matches,
 )
-from automations.spec import EventTrigger
 from events.model import Event
 
 RUN = {"resource.id": "flow-run.abc", "resource.name": "nightly", "env": "prod"}

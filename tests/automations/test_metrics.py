@@ -9,11 +9,11 @@ from uuid import NAMESPACE_URL, uuid5
 
 import pytest
 
+from automations.core.metrics import MetricEvaluator, MetricState
+from automations.core.triggers import TriggerFiring
 from automations.errors import ConfigError
-from automations.loader import load_config
-from automations.metrics import MetricEvaluator, MetricState
 from automations.spec import MetricTrigger
-from automations.triggers import TriggerFiring
+from automations.spec.loader import load_config
 from events.model import Event
 
 T0 = datetime(2025, 6, 2, 12, 0, tzinfo=UTC)

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-import automations.orchestrators as orchestrators
-from automations.orchestrators import (
+import automations.delivery.orchestrators as orchestrators
+from automations.delivery.orchestrators import (
     ControlResult,
     HttpController,
     OrchestratorConfigError,
@@ -19,7 +19,7 @@ from automations.orchestrators import (
     RequestTemplate,
     RunController,
 )
-from automations.orchestrators.testing import FakeRunController
+from automations.delivery.orchestrators.testing import FakeRunController
 from events.testing import FakeClock
 from tests.integration.http_receiver import HttpReceiver, Reply, free_port
 
@@ -67,7 +67,7 @@ def posted(receiver: HttpReceiver) -> list[Any]:
 
 
 def test_all_names_exist() -> None:
-    """Every name in automations.orchestrators.__all__ is importable."""
+    """Every name in automations.delivery.orchestrators.__all__ is importable."""
     for name in orchestrators.__all__:
         assert hasattr(orchestrators, name), name
 

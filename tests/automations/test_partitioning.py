@@ -10,11 +10,11 @@ from uuid import UUID
 
 import pytest
 
-from automations._state_engine import Fenced
 from automations.engine import Engine
-from automations.partitioning import Router, router_config, shard_config, shard_of
+from automations.engine.partitioning import Router, router_config, shard_config, shard_of
 from automations.spec import Config
 from automations.state import StateStore
+from automations.state.engine import Fenced
 from events.database import create_engine
 from events.model import Event
 from events.testing import FakeClock

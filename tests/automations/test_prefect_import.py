@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from automations.loader import load_config
 from automations.prefect_import import ACTION_MAP, ImportResult, PrefectImportError, convert
 from automations.spec import ACTION_TYPES, TRIGGER_TYPES, EventTrigger
+from automations.spec.loader import load_config
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 PREFECT = FIXTURES / "prefect_automations"

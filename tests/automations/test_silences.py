@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from automations.core.silences import SilenceSet, firing_labels, is_silenced, parse_cron
 from automations.errors import ConfigError
-from automations.loader import load_config
-from automations.silences import SilenceSet, firing_labels, is_silenced, parse_cron
 from automations.spec import Silence
+from automations.spec.loader import load_config
 from events.model import Event
 
 LABELS = {"automation": "nightly-etl", "related:deployment:resource.name": "prod-load"}

@@ -20,8 +20,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from automations.loader import load_config
-from automations.triggers import (
+from automations.core.triggers import (
     EventClock,
     OrderingState,
     State,
@@ -31,6 +30,7 @@ from automations.triggers import (
     next_release,
     release,
 )
+from automations.spec.loader import load_config
 from events.model import Event
 
 CASES = Path(__file__).parent / "trigger_cases"

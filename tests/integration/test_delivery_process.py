@@ -1,4 +1,4 @@
-"""`runbell serve` delivers from a worker process (automations/delivery_process.py).
+"""`runbell serve` delivers from a worker process (automations/service/worker.py).
 
 The real `runbell serve` runs as a subprocess on the embedded default (memory bus,
 SQLite) with a local receiver standing in for the channel. Its delivery worker is

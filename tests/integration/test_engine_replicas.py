@@ -21,13 +21,13 @@ from uuid import uuid4
 
 from sqlalchemy import func, select
 
-from automations._state_model import EngineScopeRow
-from automations.loader import load_config
-from automations.partitioning import Partitioned, shard_of
+from automations.engine.partitioning import Partitioned, shard_of
 from automations.service import Service
-from automations.settings import Settings
+from automations.service.settings import Settings
 from automations.spec import Config
+from automations.spec.loader import load_config
 from automations.state import FiringRow, ProcessedRow
+from automations.state.model import EngineScopeRow
 from events.model import Event
 from events.testing import FakeClock
 

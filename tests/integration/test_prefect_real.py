@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from automations.orchestrators import PrefectController
+from automations.delivery.orchestrators import PrefectController
 from tests.integration.prefect_server import PrefectServer
 
 # The first run on a machine builds Prefect's venv (about 40 s) inside a test's setup.

@@ -1,0 +1,18 @@
+"""``pause-automation``: pause an automation (this one unless ``automation`` names another).
+
+The flag lives in the state store (``StateStore.set_paused``/``paused``), which the
+engine reads; setting it again is harmless, so a redelivered intent is too.
+"""
+
+from __future__ import annotations
+
+from automations.delivery.actions import _paused
+from automations.delivery.actions.base import ActionResult, Job, Runtime
+from automations.spec import PauseAutomationAction
+
+__all__ = ["execute"]
+
+
+async def execute(action: PauseAutomationAction, job: Job, runtime: Runtime) -> ActionResult:
+    """Set the automation's paused flag to True."""
+    return await _paused.set_paused(action, job, runtime, True)

@@ -1,0 +1,23 @@
+"""``retry-run``: put the run back to be run again (Prefect: Scheduled/AwaitingRetry).
+
+The outbox id is the idempotency key the orchestrator receives, so a redelivered
+intent has its effect once.
+"""
+
+from __future__ import annotations
+
+from automations.delivery.actions import _orchestrated
+from automations.delivery.actions.base import ActionResult, Job, Runtime
+from automations.spec import RetryRunAction
+
+__all__ = ["execute"]
+
+
+async def execute(action: RetryRunAction, job: Job, runtime: Runtime) -> ActionResult:
+    """One call to the orchestrator for the run ``action.run_id`` renders to."""
+    return await _orchestrated.on_run(
+        action,
+        job,
+        runtime,
+        lambda controller, run_id: controller.retry_run(run_id, idempotency_key=job.key),
+    )

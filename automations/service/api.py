@@ -1,0 +1,308 @@
+"""The HTTP API (FastAPI). Everything but ``/health`` needs the bearer token."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
+from starlette.types import Receive, Scope, Send
+
+from automations.service import Service
+from automations.service.wiring import freeze_startup_heap
+from automations.state import AttemptRow, OutboxRow
+from events.model import MAX_EVENT_BYTES, Event
+from events.store import EventQuery
+
+_bearer = HTTPBearer(auto_error=False)
+_UNAUTHORISED = "missing or wrong bearer token"
+
+Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class RunbellApi(FastAPI):
+    """FastAPI, with ``POST /api/events`` (the hot path) answered before the framework's
+    middleware, routing and dependency stack, by ``fast_events``: same checks (bearer
+    token, body limit, validation), same answers. The route stays registered for the
+    OpenAPI schema."""
+
+    fast_events: Asgi | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.fast_events is not None
+            and scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] == "/api/events"
+        ):
+            await self.fast_events(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(service: Service, token: str, *, manage_lifecycle: bool = True) -> FastAPI:
+    """The API over ``service``; with ``manage_lifecycle`` the app starts and stops it."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            await service.start()
+            freeze_startup_heap()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                await service.stop()
+
+    app = RunbellApi(title="runbell", version="0.1.0", lifespan=lifespan)
+    expected = token.encode()
+
+    async def authorised(  # async: a sync dependency would run in a worker thread
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        given = credentials.credentials if credentials else ""
+        if not hmac.compare_digest(given.encode(), expected):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED, _UNAUTHORISED, headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    auth = [Depends(authorised)]
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/api/events", status_code=202, dependencies=auth)
+    async def post_events(request: Request) -> Response:
+        """Ingest one event or a list (all or nothing): 202 once durable. Served by
+        ``fast_post_events``; this route documents it and is its reference."""
+        limit = service.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            return _too_large(f"body is {declared} bytes; the limit is {limit}")
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > limit:
+                return _too_large(f"body exceeds {limit} bytes")
+        return await _accept(bytes(body))
+
+    async def _accept(body: bytes) -> JSONResponse:
+        events, problem = _parse_events(body)
+        if problem is not None:
+            return problem
+        ids = await service.ingest(events)
+        return JSONResponse({"accepted": [str(i) for i in ids]}, status_code=202)
+
+    async def fast_post_events(scope: Scope, receive: Receive, send: Send) -> None:
+        declared = authorization = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"content-length":
+                declared = value
+        scheme, _, given = authorization.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(given, expected):
+            await _send(send, 401, b'{"detail":"%s"}' % _UNAUTHORISED.encode(), _CHALLENGE)
+            return
+        limit = service.settings.max_body_bytes
+        if declared.isdigit() and int(declared) > limit:
+            answer: Response = _too_large(
+                f"body is {declared.decode()} bytes; the limit is {limit}"
+            )
+            await answer(scope, receive, send)
+            return
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > limit:
+                answer = _too_large(f"body exceeds {limit} bytes")
+                await answer(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        events, problem = _parse_events(body)
+        if problem is not None:
+            await problem(scope, receive, send)
+            return
+        ids = await service.ingest(events)
+        await _send(send, 202, orjson.dumps({"accepted": [str(i) for i in ids]}), ())
+
+    app.fast_events = fast_post_events
+
+    @app.get("/api/events", dependencies=auth)
+    async def get_events(
+        name: str | None = None,
+        resource_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        try:
+            page = await service.store.query(
+                EventQuery(name, resource_id, since, until, limit, cursor)
+            )
+        except ValueError as exc:
+            raise HTTPException(422, [{"loc": ["query", "cursor"], "msg": str(exc)}]) from exc
+        return {
+            "events": [e.model_dump(mode="json", exclude_none=True) for e in page.events],
+            "next_cursor": page.next_cursor,
+        }
+
+    @app.get("/api/firings", dependencies=auth)
+    async def get_firings(
+        automation: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        firings = await service.state.firings(automation, limit)
+        return {
+            "firings": [
+                {
+                    "id": f.id,
+                    "automation": f.automation,
+                    "state": f.state,
+                    "at": f.at.isoformat(),
+                    "bucket": f.bucket,
+                    "event_ids": f.event_ids,
+                    "silenced": f.silenced,
+                }
+                for f in firings
+            ]
+        }
+
+    @app.get("/api/deliveries", dependencies=auth)
+    async def get_deliveries(
+        status_: Annotated[str | None, Query(alias="status")] = None,
+        automation: str | None = None,
+        firing_id: str | None = None,
+        channel: str | None = None,
+        since: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        """Outbox rows, newest first, each with every attempt (targets are masked)."""
+        found = await service.state.deliveries(
+            status=status_,
+            automation=automation,
+            firing_id=firing_id,
+            channel=channel,
+            since=since,
+            limit=limit,
+        )
+        return {"deliveries": [_delivery(row, attempts) for row, attempts in found]}
+
+    @app.post("/api/deliveries/{delivery_id}/replay", status_code=202, dependencies=auth)
+    async def replay_delivery(delivery_id: str) -> dict[str, Any]:
+        """Owe a sent or dead delivery again (a new attempt series, the same idempotency key)."""
+        outcome = await service.state.replay(delivery_id, service.clock.now())
+        if outcome == "missing":
+            raise HTTPException(404, f"no delivery {delivery_id!r}")
+        if outcome == "busy":
+            raise HTTPException(409, "the delivery is still pending or sending; replay it later")
+        service.wake_delivery()
+        return {"replayed": delivery_id}
+
+    return app
+
+
+def _delivery(row: OutboxRow, attempts: list[AttemptRow]) -> dict[str, Any]:
+    out = row.model_dump(
+        mode="json",
+        include={
+            "id",
+            "firing_id",
+            "automation",
+            "action_index",
+            "status",
+            "attempts",
+            "created_at",
+            "next_attempt_at",
+            "last_error",
+            "ref",
+            "series",
+        },
+    )
+    out["action_type"] = row.action.get("type")
+    out["channel"] = row.action.get("channel")
+    out["attempt_log"] = [
+        a.model_dump(
+            mode="json",
+            include={
+                "attempt",
+                "series",
+                "at",
+                "ok",
+                "retryable",
+                "status_code",
+                "latency_ms",
+                "target",
+                "reason",
+            },
+        )
+        for a in attempts
+    ]
+    return out
+
+
+_CHALLENGE = ((b"www-authenticate", b"Bearer"),)
+
+
+async def _send(
+    send: Send, status_code: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...]
+) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _too_large(message: str) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=413)
+
+
+def _parse_events(body: bytes) -> tuple[list[Event], JSONResponse | None]:
+    """All or nothing: one bad event rejects the request and stores nothing."""
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return [], _unprocessable([{"loc": ["body"], "msg": f"malformed JSON: {exc}"}])
+    items = raw if isinstance(raw, list) else [raw]
+    events: list[Event] = []
+    errors: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        where: list[Any] = ["body", index] if isinstance(raw, list) else ["body"]
+        if not isinstance(item, dict):
+            errors.append({"loc": where, "msg": "an event must be a JSON object"})
+            continue
+        # A body within the limit cannot hold an event over it: measure only then.
+        if len(body) > MAX_EVENT_BYTES and len(orjson.dumps(item)) > MAX_EVENT_BYTES:
+            return [], _too_large(f"event at {where} is larger than {MAX_EVENT_BYTES} bytes")
+        try:
+            events.append(Event.from_parsed_json(item))
+        except ValidationError as exc:
+            errors.extend(
+                {"loc": [*where, *err["loc"]], "msg": err["msg"], "type": err["type"]}
+                for err in exc.errors(include_url=False, include_input=False)
+            )
+        except ValueError as exc:
+            errors.append({"loc": where, "msg": str(exc)})
+    if not items:
+        errors.append({"loc": ["body"], "msg": "no events: send an event object or a list"})
+    return events, (_unprocessable(errors) if errors else None)
+
+
+def _unprocessable(errors: list[dict[str, Any]]) -> JSONResponse:
+    return JSONResponse({"detail": errors}, status_code=422)

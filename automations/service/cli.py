@@ -1,0 +1,196 @@
+"""The ``runbell`` command line (Typer)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import uuid4
+
+import httpx
+import typer
+
+from automations.service.settings import Settings
+from automations.service.wiring import load_or_exit
+from events.clock import SystemClock
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="runbell: automations for runs")
+
+ConfigOption = Annotated[
+    list[Path] | None,
+    typer.Option("--config", "-c", help="Automations YAML (repeatable); default $RUNBELL_CONFIG"),
+]
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8900,
+    log_json: Annotated[bool, typer.Option("--log-json", help="JSON log lines")] = False,
+) -> None:
+    """Run the API, engine and dispatcher (embedded default unless RUNBELL_BUS is set)."""
+    import uvicorn
+
+    from automations.service import Service
+    from automations.service.api import create_app
+    from notifiers import Redactor, configure_logging
+
+    settings = Settings.from_env(config_paths=tuple(config) if config else None)
+    loaded = load_or_exit(list(settings.config_paths), settings.env, exit_code=2)
+    redactor = Redactor(loaded.secrets())
+    token = settings.api_token
+    if token is None:
+        token = secrets.token_urlsafe(32)
+        typer.echo(f"runbell: no RUNBELL_API_TOKEN set; this run's API token is: {token}", err=True)
+    redactor.add(token)
+    configure_logging(redactor, json=log_json)
+    delivery = None
+    if settings.delivery == "process":  # automations/service/worker.py
+        delivery = [sys.executable, "-m", "automations.service.worker"]
+        delivery += [arg for path in settings.config_paths for arg in ("--config", str(path))]
+        delivery += ["--log-json"] if log_json else []
+    service = Service(settings, loaded, delivery_argv=delivery)
+    uvicorn.run(
+        create_app(service, token), host=host, port=port, log_level="warning", access_log=False
+    )
+
+
+@app.command()
+def validate(files: Annotated[list[Path], typer.Argument(help="Automations YAML files")]) -> None:
+    """Check automation files; print every problem and exit 1 if there is any."""
+    config = load_or_exit(files, os.environ, exit_code=1)
+    typer.echo(f"ok: {len(config.automations)} automation(s), {len(config.channels)} channel(s)")
+
+
+@app.command()
+def emit(
+    event: Annotated[str | None, typer.Option(help="Event name, e.g. flow-run.Failed")] = None,
+    resource_id: Annotated[str | None, typer.Option(help="resource.id label")] = None,
+    label: Annotated[list[str] | None, typer.Option(help="Resource label KEY=VALUE")] = None,
+    related: Annotated[
+        list[str] | None, typer.Option(help="Related resource ROLE=RESOURCE_ID[,KEY=VALUE...]")
+    ] = None,
+    payload: Annotated[str | None, typer.Option(help="Payload as a JSON object")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="JSON file: an event or a list")
+    ] = None,
+    url: Annotated[str, typer.Option(envvar="RUNBELL_URL")] = "http://127.0.0.1:8900",
+    token: Annotated[str | None, typer.Option(envvar="RUNBELL_API_TOKEN")] = None,
+) -> None:
+    """Send an event (from flags or a JSON file) to a running runbell."""
+    if file is not None:
+        body: Any = json.loads(file.read_text())
+    elif event and resource_id:
+        body = _event_from_flags(event, resource_id, label or [], related or [], payload)
+    else:
+        raise typer.BadParameter("give --file, or --event and --resource-id")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        answer = httpx.post(f"{url}/api/events", json=body, headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        typer.echo(f"runbell emit: cannot reach {url}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if answer.status_code != 202:
+        typer.echo(f"runbell emit: {answer.status_code} {answer.text}", err=True)
+        raise typer.Exit(1)
+    typer.echo(answer.text)
+
+
+def _event_from_flags(
+    name: str, resource_id: str, labels: list[str], related: list[str], payload: str | None
+) -> dict[str, Any]:
+    resource = {"resource.id": resource_id, **dict(_pair(item) for item in labels)}
+    related_out = []
+    for item in related:
+        head, *rest = item.split(",")
+        role, rid = _pair(head)
+        related_out.append(
+            {"resource.role": role, "resource.id": rid, **dict(_pair(x) for x in rest)}
+        )
+    return {
+        "id": str(uuid4()),
+        "occurred": SystemClock().now().isoformat(),
+        "event": name,
+        "resource": resource,
+        "related": related_out,
+        "payload": json.loads(payload) if payload else {},
+    }
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise typer.BadParameter(f"{text!r}: write KEY=VALUE")
+    return key, value
+
+
+import_app = typer.Typer(help="Import automations from other tools", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("prefect")
+def import_prefect(
+    file: Annotated[Path, typer.Argument(help="Prefect automation YAML/JSON, or a prefect.yaml")],
+    scope_deployments: Annotated[
+        bool,
+        typer.Option(help="Limit deployment triggers to events related to their deployment"),
+    ] = False,
+) -> None:
+    """Print runbell YAML for Prefect automations; what differs is reported on stderr."""
+    from automations.prefect_import import PrefectImportError, convert
+
+    try:
+        result = convert(
+            file.read_text(), source=str(file), scope_deployment_triggers=scope_deployments
+        )
+    except (OSError, PrefectImportError) as exc:
+        typer.echo(f"runbell import prefect: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(result.yaml, nl=False)
+
+
+@app.command("test")
+def replay_events(
+    automations: Annotated[list[Path], typer.Argument(help="Automations YAML files")],
+    events: Annotated[Path, typer.Option("--events", help="Events, one JSON object per line")],
+    start: Annotated[
+        datetime | None, typer.Option(help="When the automations start (default: first arrival)")
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(help="Run the clock on to here so deadlines fire")
+    ] = None,
+) -> None:
+    """Replay events through the real engine in virtual time; one JSON line per firing."""
+    import asyncio
+
+    from automations.engine.replay import firing_line, replay
+    from events.model import Event
+    from notifiers import Redactor, configure_logging
+
+    config = load_or_exit(automations, os.environ, exit_code=2)
+    configure_logging(Redactor(config.secrets()), json=False, stream=sys.stderr, level="warning")
+    parsed: list[Event] = []
+    for number, line in enumerate(events.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            parsed.append(Event.model_validate_json(line))
+        except ValueError as exc:
+            typer.echo(f"{events}:{number}: not a valid event: {exc}", err=True)
+            raise typer.Exit(2) from None
+    firings = asyncio.run(replay(config, parsed, start=_aware(start), until=_aware(until)))
+    for firing in firings:
+        typer.echo(json.dumps(firing_line(firing)))
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)

@@ -1,0 +1,363 @@
+"""The composition root: wires store, bus, engine, dispatcher and notifiers.
+
+Two shapes, one code path:
+
+* **embedded** (``memory://`` bus, SQLite by default): ingestion writes events
+  to the store *before* answering, then hands them to the in-process bus; the
+  store is the durable log. On start the engine is handed every stored event
+  that arrived after its last durable checkpoint, so a ``kill -9`` at any
+  instant loses nothing, and processed ids plus deterministic firing ids make
+  the overlap harmless.
+* **kafka**: ingestion answers once the broker has acknowledged the events; a
+  ``runbell-store`` consumer group writes them to the store, the
+  ``runbell-router`` group orders them per resource and forwards them to the
+  engine topic, partitioned by automation, where the ``runbell-engine-shards``
+  group evaluates them (see :mod:`automations.engine.partitioning`): any number of
+  replicas share the work and never share a bucket. Offsets are committed after
+  the handlers' writes are durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from uuid import UUID
+
+import structlog
+
+from automations.delivery.actions import RunController
+from automations.delivery.channels import close_all
+from automations.delivery.dispatcher import Dispatcher
+from automations.engine import CHECKPOINT, Engine
+from automations.engine.partitioning import (
+    ROUTER_GROUP,
+    SHARD_GROUP,
+    Partitioned,
+    Router,
+    router_config,
+    shard_config,
+)
+from automations.service.settings import Settings
+from automations.service.wiring import build_dispatcher
+from automations.service.worker import DeliveryWorker
+from automations.spec import Config
+from automations.state import PROCESSED_RETENTION, StateStore
+from events._kafka_bus import KafkaBus, PartitionHandler
+from events._sql_store import SqlEventStore
+from events._sqlite_checkpoint import WalCheckpointer
+from events.bus import EventBus, bus_from_url
+from events.clock import Clock, Stamps, SystemClock
+from events.database import create_engine, normalise_url, redact_url
+from events.model import Event
+from events.store import EventStore
+from notifiers import Notifier
+
+log = structlog.get_logger("runbell.service")
+
+ENGINE_GROUP = "runbell-engine"
+STORE_GROUP = "runbell-store"
+_REPLAY_PAGE = 1000
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        notifiers: Mapping[str, Notifier] | None = None,
+        controllers: Mapping[str, RunController] | None = None,
+        delivery_argv: Sequence[str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.clock = clock or SystemClock()
+        # SQLite admits one writer at a time: with several pooled connections the
+        # writers (ingestion, engine, dispatcher) collide and SQLite's busy handler
+        # sleeps 1, 2, 5, 10... ms. One connection serialises them in-process, without
+        # a sleep, on one aiosqlite thread (bench/README.md, "bench: latency").
+        single = normalise_url(settings.database_url).get_backend_name() == "sqlite"
+        self.db = create_engine(
+            settings.database_url, **({"pool_size": 1, "max_overflow": 0} if single else {})
+        )
+        # ... and its WAL is checkpointed off that connection (events/_sqlite_checkpoint.py).
+        self._checkpointer = (
+            WalCheckpointer(self.db, self.clock) if single and self.db.url.database else None
+        )
+        self.store: EventStore = SqlEventStore(self.db)
+        self.state = StateStore(self.db)
+        self.bus: EventBus = bus_from_url(
+            settings.bus_url, topic=settings.topic, partitions=settings.kafka_partitions
+        )
+        self.dispatcher, self.channels, self.controllers = build_dispatcher(
+            settings,
+            config,
+            self.state,
+            self.clock,
+            self.ingest_trail,
+            notifiers=notifiers,
+            controllers=controllers,
+        )
+        # ``delivery_argv``: deliveries run in a worker process started with it
+        # (automations/service/worker.py); the dispatcher here is then never started.
+        self.delivery = (
+            DeliveryWorker(self.ingest_trail, delivery_argv, self._paused_elsewhere)
+            if delivery_argv
+            else None
+        )
+        # Whichever delivers: both claim on committed intents, on wake, and stop alike.
+        self._deliveries: Dispatcher | DeliveryWorker = self.delivery or self.dispatcher
+        self.engine = Engine(config, self.state, self.clock, on_intents=self._deliveries.committed)
+        self.shard_bus: KafkaBus | None = None
+        self.routers: Partitioned | None = None
+        self.shards: Partitioned | None = None
+        if not settings.embedded:
+            self._partition(settings, config)
+        # (events, answered when durable, whether the engine must see them all)
+        self._ingest_queue: list[tuple[list[Event], asyncio.Future[None], bool]] = []
+        self._ingest_writer: asyncio.Task[None] | None = None
+        self._stamps = Stamps(self.clock)  # ``received``: strictly increasing
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self._timer_wake = asyncio.Event()
+        self._stopped = False
+
+    def _partition(self, settings: Settings, config: Config) -> None:
+        """Kafka: routers per events partition, shards per engine-topic partition."""
+        partitions = settings.engine_partitions
+        shard_bus = KafkaBus(settings.bus_url, settings.shard_topic, partitions=partitions)
+        router = Router(
+            config, partitions, shard_bus.publish_to, shard_bus.publish_watermark, self.clock
+        )
+        routed = router_config(config)
+        self.shard_bus = shard_bus
+        self.routers = Partitioned(
+            ROUTER_GROUP,
+            lambda p: Engine(
+                routed,
+                # Processed ids shared by all routers: a follower's leader may have
+                # been routed from another partition.
+                self.state.scoped(f"route/{p}", processed="route"),
+                self.clock,
+                forward=router.forward,
+            ),
+        )
+        self.shards = Partitioned(
+            SHARD_GROUP,
+            lambda p: Engine(
+                shard_config(config, p, partitions),
+                self.state.scoped(f"shard/{p}"),
+                self.clock,
+                on_intents=self._deliveries.committed,
+                ordered=True,
+            ),
+        )
+
+    async def start(self) -> None:
+        await self.store.start()
+        if self._checkpointer is not None:
+            self._checkpointer.start()
+        await self.state.create_tables()
+        if self.settings.embedded:
+            await self.engine.load()
+            self.bus.subscribe(ENGINE_GROUP, self._engine_batch)
+        else:
+            if not isinstance(self.bus, KafkaBus) or not self.shard_bus:
+                raise TypeError(f"not a Kafka bus: {self.settings.bus_url!r}")
+            if self.routers is None or self.shards is None:
+                raise TypeError("engine shards not set up")
+            self.bus.subscribe(STORE_GROUP, self._store_batch)
+            self.bus.subscribe_partitions(
+                ROUTER_GROUP,
+                self._partitioned_batch(self.routers),
+                assigned=self.routers.assigned,
+                revoked=self.routers.revoked,
+            )
+            self.shard_bus.subscribe_partitions(
+                SHARD_GROUP,
+                self._partitioned_batch(self.shards),
+                assigned=self.shards.assigned,
+                revoked=self.shards.revoked,
+            )
+            # Each group's first join waits out the broker's join window: together.
+            await asyncio.gather(self.shard_bus.start(), self.bus.start())
+        await self.bus.start()  # embedded; a no-op for an already started Kafka bus
+        if self.settings.embedded:
+            await self._recover()
+        if self.delivery is not None:
+            await self.delivery.start()
+        else:
+            await self.dispatcher.start(exclusive=self.settings.embedded)
+        self._housekeeping = asyncio.create_task(self._prune_forever(), name="runbell-retention")
+        self._timer = asyncio.create_task(self._timer_forever(), name="runbell-engine-timer")
+        log.info(
+            "service_started",
+            bus=self.settings.bus_url,
+            database=redact_url(self.settings.database_url),
+            automations=len(self.config.automations),
+            channels=len(self.config.channels),
+        )
+
+    async def stop(self) -> None:
+        """Stop everything; a second call does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for task in (self._housekeeping, self._timer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self._deliveries.stop()
+        await self.channels.aclose()
+        await close_all(*self.controllers.values())
+        await self.bus.stop()
+        if self.shard_bus is not None:
+            await self.shard_bus.stop()
+        await self.store.stop()
+        if self._checkpointer is not None:
+            await self._checkpointer.stop()
+        await self.db.dispose()
+
+    async def ingest(self, events: Sequence[Event]) -> list[UUID]:
+        """Accept events; returns once they are durable (store or broker).
+
+        Concurrent callers are committed together (group commit): one writer
+        drains everything queued since its last write in one transaction and
+        one publish, in arrival order, then answers each caller.
+        """
+        return await self._enqueue(events, engine_sees_all=True)
+
+    async def ingest_trail(self, events: Sequence[Event]) -> list[UUID]:
+        """The dispatcher's ``automation.action.*`` events: stored (and, on Kafka,
+        published) like any event; on the embedded bus, whose one reader is the engine,
+        only those some automation could match (``CandidateIndex``) are published.
+        Recovery replays the others from the store after the checkpoint, harmlessly."""
+        return await self._enqueue(events, engine_sees_all=False)
+
+    async def _enqueue(self, events: Sequence[Event], *, engine_sees_all: bool) -> list[UUID]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ingest_queue.append((list(events), done, engine_sees_all))
+        if self._ingest_writer is None or self._ingest_writer.done():
+            self._ingest_writer = asyncio.create_task(self._write_ingested())
+        await done
+        return [e.id for e in events]
+
+    async def _write_ingested(self) -> None:
+        while self._ingest_queue:
+            waiting, self._ingest_queue = self._ingest_queue, []
+            stamped: list[Event] = []
+            unread: set[UUID] = set()  # trail events no automation could match
+            for events, _, engine_sees_all in waiting:
+                for event in events:
+                    stamped.append(event.with_received(self._stamps.next()))
+                    if (
+                        self.settings.embedded  # on Kafka, every event is published
+                        and not engine_sees_all
+                        and not self.engine.index.candidates(event)
+                    ):
+                        unread.add(event.id)
+            try:
+                if self.settings.embedded:
+                    # Store first, then the bus, in this one writer: bus order is
+                    # arrival order, which the recovery watermark relies on.
+                    new = set(await self.store.insert(stamped)) - unread
+                    await self.bus.publish([e for e in stamped if e.id in new])
+                else:
+                    await self.bus.publish(stamped)
+            except Exception as exc:
+                for _, done, _ in waiting:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for _, done, _ in waiting:
+                if not done.done():
+                    done.set_result(None)
+
+    def _paused_elsewhere(self) -> None:
+        """The delivery worker changed a paused flag: engines re-read them."""
+        self.state.paused_version += 1
+
+    def wake_delivery(self) -> None:
+        """Outbox rows are owed now (a replay): claim them."""
+        self._deliveries.wake()
+
+    async def _engine_batch(self, events: list[Event]) -> None:
+        await self.engine.handle(events)
+        self._timer_wake.set()  # the batch may have armed an earlier deadline
+
+    def _partitioned_batch(self, group: Partitioned) -> PartitionHandler:
+        async def handle(partition: int, events: list[Event], watermark: datetime | None) -> None:
+            await group.handle(partition, events, watermark)
+            self._timer_wake.set()
+
+        return handle
+
+    def _timed(self) -> list[Engine | Partitioned]:
+        """What holds deadlines: the one engine, or the routers' and shards' engines."""
+        if self.routers is None or self.shards is None:
+            return [self.engine]
+        return [self.routers, self.shards]
+
+    def _next_wakeup(self) -> datetime | None:
+        moments = [m for t in self._timed() if (m := t.next_wakeup()) is not None]
+        return min(moments, default=None)
+
+    async def _tick(self) -> None:
+        for timed in self._timed():
+            await timed.tick()
+
+    async def _timer_forever(self) -> None:
+        """Settle deadlines when they fall due (a timer, not a poll)."""
+        while True:
+            self._timer_wake.clear()
+            wake_at = self._next_wakeup()
+            delay = None if wake_at is None else (wake_at - self.clock.now()).total_seconds()
+            if delay is None or delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._timer_wake.wait(), delay)
+                continue
+            try:
+                await self._tick()
+                stuck = self._next_wakeup() == wake_at
+            except Exception as exc:  # the next wake-up retries
+                log.error("engine_tick_failed", error=str(exc))
+                stuck = True
+            if stuck:  # never spin: a wake-up that settled nothing waits a second
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._timer_wake.wait(), 1.0)
+
+    async def _store_batch(self, events: list[Event]) -> None:
+        await self.store.insert(events)
+
+    async def _recover(self) -> None:
+        """Hand the engine what arrived after its last durable checkpoint."""
+        watermark = await self.state.checkpoint(CHECKPOINT)
+        replayed = 0
+        while True:
+            page = await self.store.replay(watermark, limit=_REPLAY_PAGE)
+            if not page:
+                break
+            await self.bus.publish(page)
+            replayed += len(page)
+            watermark = page[-1].received
+            if watermark is None:  # not stamped by ingestion: nothing to page by
+                break
+            self._stamps.last = watermark  # new events are stamped after these
+        if replayed:
+            log.info("engine_recovery", replayed=replayed)
+
+    async def _prune_forever(self) -> None:
+        while True:
+            now = self.clock.now()
+            try:
+                pruned = await self.store.prune(now - self.settings.retention)
+                await self.state.prune_processed(now - PROCESSED_RETENTION)
+                if pruned:
+                    log.info("events_pruned", count=pruned)
+            except Exception as exc:  # retention must never stop the service
+                log.error("retention_failed", error=str(exc))
+            await self.clock.sleep_until(now + timedelta(hours=1))

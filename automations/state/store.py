@@ -1,0 +1,70 @@
+"""Durable engine state: firings, the action outbox, delivery attempts, processed ids.
+
+Invariants (see automations/CONTRACTS.md):
+
+* A firing's id is deterministic (``automations.engine.firing_id_for``), and the firing, its action
+  intents, the processed event ids and the checkpoint are written in ONE
+  transaction (:meth:`StateStore.commit_batch`). The bus offset is committed
+  only after that transaction, so a crash at any instant either loses nothing
+  (the batch is redelivered) or doubles nothing (ids already present are ignored).
+* An outbox row's id is ``<firing id>:<action index>`` and doubles as the
+  idempotency key handed to the target.
+
+One module per side: ``model`` (tables and records), ``engine``
+(processed ids, firings, checkpoints, the batch commit), ``delivery``
+(outbox, claims, attempts, pauses, deliveries, replay) and ``grouping``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlmodel import SQLModel
+
+from automations.state.delivery import DeliveryState
+from automations.state.engine import EngineState
+from automations.state.grouping import GroupingStore
+from automations.state.model import (
+    AttemptRow,
+    CheckpointRow,
+    Firing,
+    FiringRow,
+    GroupingChange,
+    GroupRow,
+    Intent,
+    OutboxRow,
+    Outcome,
+    OwedDigest,
+    PausedRow,
+    ProcessedRow,
+    add_missing_columns,
+)
+
+__all__ = [
+    "PROCESSED_RETENTION",
+    "AttemptRow",
+    "CheckpointRow",
+    "Firing",
+    "FiringRow",
+    "GroupRow",
+    "GroupingChange",
+    "Intent",
+    "OutboxRow",
+    "Outcome",
+    "OwedDigest",
+    "PausedRow",
+    "ProcessedRow",
+    "StateStore",
+]
+
+
+class StateStore(EngineState, DeliveryState, GroupingStore):
+    """Engine and dispatcher state on the same database as the event store."""
+
+    async def create_tables(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(SQLModel.metadata.create_all)
+            await conn.run_sync(add_missing_columns)
+
+
+PROCESSED_RETENTION = timedelta(days=2)
