@@ -16,7 +16,7 @@ Read CONTRACTS.md before changing it.
 from automations.core.grouping import GroupingPolicy, GroupingState
 from automations.core.matching import CompiledTrigger, compile_trigger
 from automations.core.metrics import MetricEvaluator, MetricState
-from automations.core.silences import SilenceSet, is_silenced, parse_cron
+from automations.core.silences import SilenceSet, is_silenced
 from automations.delivery.dispatcher import Dispatcher, RetryPolicy
 from automations.delivery.orchestrators import (
     ControlResult,
@@ -76,6 +76,5 @@ __all__ = [
     "firing_line",
     "is_silenced",
     "load_config",
-    "parse_cron",
     "parse_duration",
 ]

@@ -24,13 +24,15 @@ Schedules, all evaluated at one instant ``at`` (the engine passes the firing's
   spring-forward gap is read with the offset before the change, an ambiguous one
   (fall back) as its first occurrence (``fold=0``);
 * ``cron`` + ``duration``: active for ``duration`` after each time the 5-field cron
-  expression matches, in ``timezone``. The matcher is our own (:func:`parse_cron`,
-  about 60 lines) rather than a dependency: ``minute hour day-of-month month
-  day-of-week`` with ``*``, ``*/n``, ``a-b``, ``a-b/n``, ``a,b``, names (``jan``,
-  ``mon``) and ``0``/``7`` both Sunday; when both day fields are restricted either
-  may match (Vixie cron). Wall times that do not exist (spring forward) never
-  match; those that occur twice (fall back) match twice. ``duration`` is capped at
-  7 days, so a lookup scans at most 10,080 minutes.
+  expression matches, as wall-clock times in ``timezone``. The expression is read by
+  cronsim (Debian cron's grammar: ``*``, ``*/n``, ``a-b``, ``a-b/n``, ``a,b``, names
+  such as ``jan`` and ``mon``, ``0``/``7`` both Sunday, and also ``L``, ``LW``,
+  ``5#2``, ``5L``); when both day fields are restricted either may match, unless one
+  starts with ``*``. cronsim walks naive wall-clock minutes and the zone is applied
+  here, so wall times that do not exist (spring forward) never match and those that
+  occur twice (fall back) match twice (cronsim's own zone handling would shift the
+  first and run the second once, like cron; a silence is about wall-clock windows).
+  ``duration`` is capped at 7 days.
 
 With ``weekly`` or ``cron``, ``starts``/``ends`` (each optional) bound the
 recurrence: nothing is silenced before ``starts`` or from ``ends`` on.
@@ -43,24 +45,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from cronsim import CronSim
+
 from automations.spec import WEEKDAYS, Silence, WeeklyWindow
 from automations.spec.patterns import LabelFilter
 from events.model import Event
 
-__all__ = ["Cron", "SilenceSet", "firing_labels", "is_silenced", "parse_cron"]
+__all__ = ["SilenceSet", "firing_labels", "is_silenced"]
 
 _RESOURCE_ROLE = "resource.role"
 _MINUTE = timedelta(minutes=1)
-_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-# (low, high, names) of each cron field; names map to low + index.
-_FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
-    ("minute", 0, 59, ()),
-    ("hour", 0, 23, ()),
-    ("day of month", 1, 31, ()),
-    ("month", 1, 12, _MONTHS),
-    ("day of week", 0, 7, _DAYS),
-)
+_NONE = timedelta(0)
 
 
 def firing_labels(
@@ -78,94 +73,13 @@ def firing_labels(
     return labels
 
 
-@dataclass(frozen=True, slots=True)
-class Cron:
-    """A parsed 5-field cron expression; :meth:`matches` a wall-clock minute."""
-
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]  # 0 = Sunday
-    any_day: bool  # day of month is '*'
-    any_weekday: bool  # day of week is '*'
-
-    def matches(self, local: datetime) -> bool:
-        if local.minute not in self.minutes or local.hour not in self.hours:
-            return False
-        if local.month not in self.months:
-            return False
-        day = local.day in self.days
-        weekday = (local.isoweekday() % 7) in self.weekdays
-        if self.any_day or self.any_weekday:
-            return day and weekday
-        return day or weekday
-
-
-def parse_cron(expression: str) -> Cron:
-    """Parse ``minute hour day-of-month month day-of-week``; ``ValueError`` says what is wrong."""
-    parts = expression.split()
-    if len(parts) != len(_FIELDS):
-        raise ValueError(
-            f"cron needs 5 fields (minute hour day-of-month month day-of-week), got "
-            f"{len(parts)}; write e.g. '0 2 * * *' for 02:00 every day"
-        )
-    values = [_parse_field(part, *spec) for part, spec in zip(parts, _FIELDS, strict=True)]
-    weekdays = frozenset(day % 7 for day in values[4])
-    return Cron(
-        minutes=values[0],
-        hours=values[1],
-        days=values[2],
-        months=values[3],
-        weekdays=weekdays,
-        any_day=parts[2] == "*",
-        any_weekday=parts[4] == "*",
-    )
-
-
-def _parse_field(
-    text: str, name: str, low: int, high: int, names: tuple[str, ...]
-) -> frozenset[int]:
-    def number(token: str) -> int:
-        lowered = token.lower()
-        if lowered in names:
-            return low + names.index(lowered) if name == "month" else names.index(lowered)
-        if not token.isdigit():
-            raise ValueError(f"cron {name} {token!r} is not a number; write {low}-{high}")
-        value = int(token)
-        if not low <= value <= high:
-            raise ValueError(f"cron {name} {value} is out of range; write {low}-{high}")
-        return value
-
-    out: set[int] = set()
-    for item in text.split(","):
-        body, _, step_text = item.partition("/")
-        step = 1
-        if step_text:
-            if not step_text.isdigit() or int(step_text) == 0:
-                raise ValueError(f"cron {name} step {step_text!r} must be a positive number")
-            step = int(step_text)
-        if body == "*":
-            first, last = low, high
-        elif "-" in body:
-            start, _, end = body.partition("-")
-            first, last = number(start), number(end)
-            if first > last:
-                raise ValueError(f"cron {name} range {body!r} runs backwards; write low-high")
-        else:
-            first = number(body)
-            last = high if step_text else first
-        out.update(range(first, last + 1, step))
-    return frozenset(out)
-
-
 class _Compiled:
     __slots__ = ("cron", "matcher", "silence", "weekly", "zone")
 
     def __init__(self, silence: Silence) -> None:
         self.silence = silence
         self.matcher = LabelFilter(silence.matchers)
-        self.cron = parse_cron(silence.cron) if silence.cron is not None else None
+        self.cron = silence.cron  # checked by the spec (spec._silences.check_cron)
         self.zone = ZoneInfo(silence.timezone)
         self.weekly = tuple(_Weekly.of(window) for window in silence.weekly)
 
@@ -181,14 +95,25 @@ class _Compiled:
             return self._cron_active(self.cron, silence.duration, at)
         return True  # one-off: inside [starts, ends)
 
-    def _cron_active(self, cron: Cron, duration: timedelta, at: datetime) -> bool:
-        # A start at s silences [s, s + duration): look back over whole minutes.
-        minute = at.astimezone(UTC).replace(second=0, microsecond=0)
+    def _cron_active(self, cron: str, duration: timedelta, at: datetime) -> bool:
+        """Whether the cron starts at an instant ``s`` with ``at - duration < s <= at``."""
+        zone = self.zone
         earliest = at - duration
-        while minute > earliest:
-            if cron.matches(minute.astimezone(self.zone)):
-                return True
-            minute -= _MINUTE
+        # The wall-clock span of that window, widened by the offset change inside it
+        # (duration <= 7 days holds at most one DST change, so the two ends bound it).
+        offsets = [moment.astimezone(zone).utcoffset() or _NONE for moment in (earliest, at)]
+        low = earliest.astimezone(UTC).replace(tzinfo=None) + min(offsets)
+        high = at.astimezone(UTC).replace(tzinfo=None) + max(offsets)
+        start = high.replace(second=0, microsecond=0) + _MINUTE  # reverse starts below it
+        for wall in CronSim(cron, start, reverse=True):  # naive: calendar minutes, newest first
+            if wall <= low:
+                return False
+            for fold in (0, 1):  # an ambiguous wall time is two instants
+                instant = wall.replace(tzinfo=zone, fold=fold).astimezone(UTC)
+                if instant.astimezone(zone).replace(tzinfo=None) != wall:
+                    continue  # in a spring-forward gap: it never happens
+                if earliest < instant <= at:
+                    return True
         return False
 
 

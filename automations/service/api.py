@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import ValidationError
-from starlette.types import Receive, Scope, Send
 
 from automations.service import Service
 from automations.service.wiring import freeze_startup_heap
@@ -24,27 +25,38 @@ from events.store import EventQuery
 _bearer = HTTPBearer(auto_error=False)
 _UNAUTHORISED = "missing or wrong bearer token"
 
-Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+class _PlainRoute(APIRoute):
+    """A route whose endpoint takes the ``Request`` and returns a ``Response``, called as
+    Starlette calls one: no dependency solving, no response model. For ``POST
+    /api/events``, where FastAPI's dependency layer cost more than the rest of the
+    framework (bench/README.md, "bench: POST /api/events"). Still an ``APIRoute``, so
+    the OpenAPI schema documents it (``openapi_extra``)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        return cast(Callable[[Request], Coroutine[Any, Any, Response]], self.endpoint)
 
 
-class RunbellApi(FastAPI):
-    """FastAPI, with ``POST /api/events`` (the hot path) answered before the framework's
-    middleware, routing and dependency stack, by ``fast_events``: same checks (bearer
-    token, body limit, validation), same answers. The route stays registered for the
-    OpenAPI schema."""
-
-    fast_events: Asgi | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            self.fast_events is not None
-            and scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"] == "/api/events"
-        ):
-            await self.fast_events(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
+_EVENTS_OPENAPI: dict[str, Any] = {
+    "security": [{"HTTPBearer": []}],
+    "requestBody": {
+        "required": True,
+        "description": "One event or a list of events (the envelope of events.model.Event).",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]
+                }
+            }
+        },
+    },
+    "responses": {
+        "202": {"description": 'Durable: ``{"accepted": [ids]}``'},
+        "401": {"description": "Missing or wrong bearer token"},
+        "413": {"description": "Body over the limit, or one event over 1 MB"},
+        "422": {"description": "Malformed JSON or an invalid event: nothing is stored"},
+    },
+}
 
 
 def create_app(service: Service, token: str, *, manage_lifecycle: bool = True) -> FastAPI:
@@ -61,17 +73,20 @@ def create_app(service: Service, token: str, *, manage_lifecycle: bool = True) -
             if manage_lifecycle:
                 await service.stop()
 
-    app = RunbellApi(title="runbell", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="runbell", version="0.1.0", lifespan=lifespan)
     expected = token.encode()
 
-    async def authorised(  # async: a sync dependency would run in a worker thread
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> None:
-        given = credentials.credentials if credentials else ""
+    def refuse_unless(given: str) -> None:
+        """The one token check: a 401 with the Bearer challenge unless ``given`` is it."""
         if not hmac.compare_digest(given.encode(), expected):
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED, _UNAUTHORISED, headers={"WWW-Authenticate": "Bearer"}
             )
+
+    async def authorised(  # async: a sync dependency would run in a worker thread
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        refuse_unless(credentials.credentials if credentials else "")
 
     auth = [Depends(authorised)]
 
@@ -79,10 +94,11 @@ def create_app(service: Service, token: str, *, manage_lifecycle: bool = True) -
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/api/events", status_code=202, dependencies=auth)
     async def post_events(request: Request) -> Response:
-        """Ingest one event or a list (all or nothing): 202 once durable. Served by
-        ``fast_post_events``; this route documents it and is its reference."""
+        """Ingest one event or a list (all or nothing): 202 once durable."""
+        # HTTPBearer's reading of the header, without its dependency (see _PlainRoute).
+        scheme, given = get_authorization_scheme_param(request.headers.get("authorization"))
+        refuse_unless(given if scheme.lower() == "bearer" else "")
         limit = service.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -92,53 +108,24 @@ def create_app(service: Service, token: str, *, manage_lifecycle: bool = True) -
             body.extend(chunk)
             if len(body) > limit:
                 return _too_large(f"body exceeds {limit} bytes")
-        return await _accept(bytes(body))
-
-    async def _accept(body: bytes) -> JSONResponse:
-        events, problem = _parse_events(body)
+        events, problem = _parse_events(bytes(body))
         if problem is not None:
             return problem
         ids = await service.ingest(events)
-        return JSONResponse({"accepted": [str(i) for i in ids]}, status_code=202)
+        return Response(
+            orjson.dumps({"accepted": [str(i) for i in ids]}),
+            status_code=202,
+            media_type="application/json",
+        )
 
-    async def fast_post_events(scope: Scope, receive: Receive, send: Send) -> None:
-        declared = authorization = b""
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value
-            elif name == b"content-length":
-                declared = value
-        scheme, _, given = authorization.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(given, expected):
-            await _send(send, 401, b'{"detail":"%s"}' % _UNAUTHORISED.encode(), _CHALLENGE)
-            return
-        limit = service.settings.max_body_bytes
-        if declared.isdigit() and int(declared) > limit:
-            answer: Response = _too_large(
-                f"body is {declared.decode()} bytes; the limit is {limit}"
-            )
-            await answer(scope, receive, send)
-            return
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if len(body) > limit:
-                answer = _too_large(f"body exceeds {limit} bytes")
-                await answer(scope, receive, send)
-                return
-            if not message.get("more_body", False):
-                break
-        events, problem = _parse_events(body)
-        if problem is not None:
-            await problem(scope, receive, send)
-            return
-        ids = await service.ingest(events)
-        await _send(send, 202, orjson.dumps({"accepted": [str(i) for i in ids]}), ())
-
-    app.fast_events = fast_post_events
+    app.router.add_api_route(
+        "/api/events",
+        post_events,
+        methods=["POST"],
+        status_code=202,
+        openapi_extra=_EVENTS_OPENAPI,
+        route_class_override=_PlainRoute,
+    )
 
     @app.get("/api/events", dependencies=auth)
     async def get_events(
@@ -252,21 +239,6 @@ def _delivery(row: OutboxRow, attempts: list[AttemptRow]) -> dict[str, Any]:
         for a in attempts
     ]
     return out
-
-
-_CHALLENGE = ((b"www-authenticate", b"Bearer"),)
-
-
-async def _send(
-    send: Send, status_code: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...]
-) -> None:
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *extra,
-    ]
-    await send({"type": "http.response.start", "status": status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def _too_large(message: str) -> JSONResponse:

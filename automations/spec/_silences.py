@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from cronsim import CronSim, CronSimError
 from pydantic import Field, field_validator, model_validator
 
 from automations.spec._base import Labels, OptionalDuration, Strict, as_list, check_timezone
@@ -14,6 +15,45 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_SILENCE_DURATION = timedelta(days=7)
 _CLOCK_TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+# Each field of a 5-field cron expression and the values it takes, for error messages.
+_CRON_FIELDS = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31 (or L)"),
+    ("month", "1-12 or jan-dec"),
+    ("day-of-week", "0-7 or sun-sat (0 and 7 are Sunday)"),
+)
+_CRON_SYNTAX = "'*', a range 'a-b', a step '*/n' or 'a-b/n', or a list 'a,b'"
+_ANY_INSTANT = datetime(2000, 1, 1, tzinfo=UTC)  # cronsim parses against a start; any will do
+
+
+def check_cron(expression: str) -> str:
+    """``expression`` if it is a 5-field cron expression (cronsim's grammar: Debian cron),
+    else ``ValueError`` naming the field to fix."""
+    parts = expression.split()
+    if len(parts) != len(_CRON_FIELDS):  # cronsim also takes 6 (seconds): not here
+        raise ValueError(
+            f"cron needs 5 fields (minute hour day-of-month month day-of-week), got "
+            f"{len(parts)}; write e.g. '0 2 * * *' for 02:00 every day"
+        )
+    try:
+        CronSim(expression, _ANY_INSTANT)
+    except CronSimError as exc:
+        # cronsim says "Bad <field>"; find the field by trying each one alone.
+        for index, (name, values) in enumerate(_CRON_FIELDS):
+            alone = ["*"] * len(_CRON_FIELDS)
+            alone[index] = parts[index]
+            try:
+                CronSim(" ".join(alone), _ANY_INSTANT)
+            except CronSimError:
+                raise ValueError(
+                    f"cron {name} {parts[index]!r} is not valid; write {values}, {_CRON_SYNTAX}"
+                ) from exc
+        raise ValueError(
+            f"cron {expression!r} never matches ({exc}): that day of month does not occur "
+            f"in those months"
+        ) from exc
+    return expression
 
 
 class WeeklyWindow(Strict):
@@ -84,11 +124,7 @@ class Silence(Strict):
     @field_validator("cron")
     @classmethod
     def _check_cron(cls, value: str | None) -> str | None:
-        if value is not None:
-            from automations.core.silences import parse_cron  # lazy: silences imports spec
-
-            parse_cron(value)
-        return value
+        return None if value is None else check_cron(value)
 
     @field_validator("timezone")
     @classmethod

@@ -136,6 +136,32 @@ async def test_oversized_body_is_413(tmp_path: Path) -> None:
     assert answer.status_code == 413
 
 
+async def test_streamed_body_over_the_limit_is_413(tmp_path: Path) -> None:
+    """A chunked body (no Content-Length) is cut off with 413 once it passes the limit."""
+    encoded = orjson.dumps([failed_run() for _ in range(10)])
+
+    async def chunks() -> Any:
+        for start in range(0, len(encoded), 100):
+            yield encoded[start : start + 100]
+
+    async with running_service(
+        tmp_path, env=ENV, notifiers={"team": RecordingNotifier()}, max_body_bytes=1000
+    ) as small:
+        answer = await small.client.post("/api/events", content=chunks())
+        assert answer.status_code == 413
+        assert "exceeds 1000 bytes" in answer.json()["detail"]
+        assert (await small.client.get("/api/events")).json()["events"] == []
+
+
+async def test_openapi_documents_post_events(api: Running) -> None:
+    """The schema lists POST /api/events with its body, its answers and the bearer scheme."""
+    schema = (await api.client.get("/openapi.json")).json()
+    post = schema["paths"]["/api/events"]["post"]
+    assert post["security"] == [{"HTTPBearer": []}]
+    assert "application/json" in post["requestBody"]["content"]
+    assert {"202", "401", "413", "422"} <= set(post["responses"])
+
+
 async def test_everything_but_health_needs_the_token(api: Running) -> None:
     """No token or a wrong one: 401; /health answers without one."""
     transport = api.client._transport
@@ -147,8 +173,8 @@ async def test_everything_but_health_needs_the_token(api: Running) -> None:
         assert (await anon.get("/api/firings", headers=wrong)).status_code == 401
 
 
-async def test_post_events_fast_path_answers_like_the_other_routes(api: Running) -> None:
-    """POST /api/events is served ahead of FastAPI's stack: same 401 (body, challenge),
+async def test_post_events_answers_like_the_other_routes(api: Running) -> None:
+    """POST /api/events (a route without dependency solving): the same 401 (body, challenge),
     a case-insensitive Bearer scheme, a streamed (chunked) body, 422 naming the field."""
     transport = api.client._transport
     async with httpx.AsyncClient(transport=transport, base_url="http://runbell.test") as anon:
