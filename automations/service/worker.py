@@ -164,9 +164,11 @@ class _Trail:
         self._stamps = Stamps(clock)
 
     async def emit(self, events: Sequence[Event]) -> list[Any]:
+        """The dispatcher's ``emit``: durable (stored, in the inbox, or acknowledged by
+        the broker) on return, before the attempts are recorded."""
         ids = [e.id for e in events]
-        if self._bus is not None:  # Kafka: the service's consumers take it from here
-            await self._bus.publish(events)
+        if self._bus is not None:  # Kafka: stamped as the service stamps what it accepts
+            await self._bus.publish([e.with_received(self._stamps.next()) for e in events])
             return ids
         watched = [bool(self._index.candidates(e)) for e in events]
         if self._state.paused_version != self._paused_version:
