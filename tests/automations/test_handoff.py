@@ -192,7 +192,8 @@ async def test_the_service_ingests_the_handed_trail_into_its_engine(tmp_path: Pa
             return firings
 
         assert len(await asyncio.wait_for(ingested(), 10)) == 1
-        stored = await service.store.query(EventQuery(name="automation.action.executed"))
+        # (The audit automation's own trail, from the dispatcher here, is about another.)
+        stored = await service.store.query(EventQuery(resource_id="automation.etl"))
         assert [e.id for e in stored.events] == [handed.id]
         assert stored.events[0].received is not None  # stamped by the service
         assert await worker.handed_trail() == []  # drained
