@@ -51,13 +51,25 @@ def serve(
     configure_logging(redactor, json=log_json)
     delivery = None
     if settings.delivery == "process":  # automations/service/worker.py
-        delivery = [sys.executable, "-m", "automations.service.worker"]
+        delivery = [sys.executable, "-m", "automations.service.worker"]  # `runbell deliver`
         delivery += [arg for path in settings.config_paths for arg in ("--config", str(path))]
         delivery += ["--log-json"] if log_json else []
     service = Service(settings, loaded, delivery_argv=delivery)
     uvicorn.run(
         create_app(service, token), host=host, port=port, log_level="warning", access_log=False
     )
+
+
+@app.command()
+def deliver(
+    config: ConfigOption = None,
+    log_json: Annotated[bool, typer.Option("--log-json", help="JSON log lines")] = False,
+) -> None:
+    """Run a delivery worker on the database of a `runbell serve` (its own process)."""
+    from automations.service.worker import main
+
+    args = [arg for path in config or () for arg in ("--config", str(path))]
+    raise typer.Exit(main([*args, *(["--log-json"] if log_json else [])]))
 
 
 @app.command()

@@ -59,6 +59,8 @@ log = structlog.get_logger("runbell.service")
 ENGINE_GROUP = "runbell-engine"
 STORE_GROUP = "runbell-store"
 _REPLAY_PAGE = 1000
+_TRAIL_PAGE = 1000
+TRAIL_POLL_S = 0.05  # how often the embedded service reads the delivery worker's inbox
 
 
 class Service:
@@ -103,11 +105,7 @@ class Service:
         )
         # ``delivery_argv``: deliveries run in a worker process started with it
         # (automations/service/worker.py); the dispatcher here is then never started.
-        self.delivery = (
-            DeliveryWorker(self.ingest_trail, delivery_argv, self._paused_elsewhere)
-            if delivery_argv
-            else None
-        )
+        self.delivery = DeliveryWorker(delivery_argv) if delivery_argv else None
         # Whichever delivers: both claim on committed intents, on wake, and stop alike.
         self._deliveries: Dispatcher | DeliveryWorker = self.delivery or self.dispatcher
         self.engine = Engine(config, self.state, self.clock, on_intents=self._deliveries.committed)
@@ -121,6 +119,7 @@ class Service:
         self._ingest_writer: asyncio.Task[None] | None = None
         self._stamps = Stamps(self.clock)  # ``received``: strictly increasing
         self._housekeeping: asyncio.Task[None] | None = None
+        self._trail_inbox: asyncio.Task[None] | None = None
         self._timer: asyncio.Task[None] | None = None
         self._timer_wake = asyncio.Event()
         self._stopped = False
@@ -187,6 +186,8 @@ class Service:
         await self.bus.start()  # embedded; a no-op for an already started Kafka bus
         if self.settings.embedded:
             await self._recover()
+            # After recovery: drained trail is stamped after what it replayed.
+            self._trail_inbox = asyncio.create_task(self._drain_trail_forever())
         if self.delivery is not None:
             await self.delivery.start()
         else:
@@ -206,7 +207,7 @@ class Service:
         if self._stopped:
             return
         self._stopped = True
-        for task in (self._housekeeping, self._timer):
+        for task in (self._housekeeping, self._timer, self._trail_inbox):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -277,9 +278,22 @@ class Service:
                 if not done.done():
                     done.set_result(None)
 
-    def _paused_elsewhere(self) -> None:
-        """The delivery worker changed a paused flag: engines re-read them."""
-        self.state.paused_version += 1
+    async def _drain_trail_forever(self) -> None:
+        """Ingest the trail a delivery worker process handed over (``delivery_trail``)."""
+        while True:
+            handed: list[tuple[int, Event]] = []
+            try:
+                handed = await self.state.handed_trail(_TRAIL_PAGE)
+                if handed:
+                    # The worker may have changed a paused flag before handing these:
+                    # the engine re-reads the flags before it sees them.
+                    self.state.paused_version += 1
+                    await self.ingest_trail([event for _, event in handed])
+                    await self.state.drop_trail([seq for seq, _ in handed])
+            except Exception as exc:  # the rows stay in the inbox: the next pass retries
+                log.error("trail_inbox_failed", error=str(exc))
+            if len(handed) < _TRAIL_PAGE:
+                await asyncio.sleep(TRAIL_POLL_S)
 
     def wake_delivery(self) -> None:
         """Outbox rows are owed now (a replay): claim them."""

@@ -1,33 +1,47 @@
-"""Delivery in its own process: ``runbell serve`` runs the dispatcher beside it.
+"""The delivery worker: a process type that runs the dispatcher beside the service.
 
 Why: the embedded service is one Python process, and one interpreter lock. At
 1,000 events/s it used a whole core, about 40 % of it for deliveries (claim,
 render, the Slack client, attempt records), so every stage queued behind the
 others (bench/README.md, "bench: latency"). A second process puts the
-dispatcher on the machine's other core. The database stays the one source of
-truth: the worker claims outbox rows, sends, and records attempts there exactly
-as the in-process dispatcher does (claims are conditional updates; SQLite
-serialises the two processes' writers).
+dispatcher on the machine's other core.
 
-The two processes talk over a Unix stream socket the service listens on, one
-line per message:
+Run it as ``runbell deliver`` (or ``python -m automations.service.worker``);
+``runbell serve`` starts one and supervises it by default (``RUNBELL_DELIVERY``
+``process``; :class:`DeliveryWorker`). It talks to nothing but the database (and,
+on Kafka, the bus); the database stays the one source of truth. It claims outbox
+rows, sends, and records attempts there exactly as the in-process dispatcher does
+(claims are conditional updates; SQLite serialises the processes' writers).
 
-* service → worker ``w``: intents were committed (or a delivery replayed):
-  claim now. Without it the worker still wakes for retries on its own timers.
-* worker → service ``p``: a pause-/resume-automation action changed a paused
-  flag; the engine re-reads them before its next batch.
-* worker → service ``e <n> <count>`` and then one event's JSON per line: the
-  ``automation.action.*`` trail and ``emit-event`` events some automation could
-  match; the service ingests them (store, then its engine) and answers ``a <n>``,
-  or ``x <n> <reason>``. On the embedded bus the worker stores the others itself:
-  the engine never reads them (``Service.ingest_trail``), and the service then
-  parses and inserts one event per delivery instead of three.
+* **Owed rows.** On SQLite it polls its own connection every ``POLL_S``
+  (``StateStore.owed_now``: ``PRAGMA data_version``, and only when another
+  connection committed, whether an owed row is due); on PostgreSQL it listens (``LISTEN``)
+  to the ``NOTIFY`` that the engine's commit (or a replay) sends in its
+  transaction, and wakes once a second besides. Its own timers cover retries.
+* **The trail** (``automation.action.*``, ``emit-event``). On Kafka it publishes
+  it to the events topic, as the service publishes what it accepts. Embedded, it
+  stores the events no automation could match itself, stamped by its own clock:
+  the engine never reads them (as with ``Service.ingest_trail``), and recovery
+  replaying one is harmless. The others go to the ``delivery_trail`` inbox, which
+  the service drains into its ingestion (stamped there, stored, then its engine).
+* **Paused flags.** A pass whose actions changed one (pause-/resume-automation)
+  hands its whole trail to the inbox; the service has its engine re-read the
+  paused flags before it ingests a drained batch, so the trail becomes visible
+  only after the engine obeys the change. Otherwise engines re-read them every
+  second (``PAUSED_REFRESH``).
 
-Exactly one worker runs per database: it holds an exclusive lock on
-``<database>.delivery.lock`` while it dispatches, so a worker started after a
-crash waits for the one still finishing its attempts. When the service goes
-away (its socket closes) the worker stops claiming, finishes and records what
-is in flight, and exits. The service restarts a worker that exits by itself.
+Exactly one worker dispatches per SQLite database: it holds an exclusive lock on
+``<database>.delivery.lock`` while it dispatches, so it may owe the rows a crash
+left 'sending' at once, and a worker started after a crash waits for the one
+still finishing its attempts. The database cannot do this: SQLite offers no lock
+that outlives a statement yet ends with its process, and a lease row would make a
+successor wait out the lease, or let a stalled owner lose it mid-send. Further
+workers on one SQLite database wait as standbys; on PostgreSQL any number share
+the outbox (rows left 'sending' are owed again after their lease).
+
+``--supervised`` (what ``serve`` passes): the worker stops when its parent is
+gone. Stopping, it stops claiming, finishes and records what is in flight, and
+exits. The service restarts a worker that exits by itself.
 """
 
 from __future__ import annotations
@@ -39,74 +53,56 @@ import fcntl
 import os
 import signal
 import sys
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from automations.engine import CandidateIndex
 from automations.spec import Config
 from automations.state import StateStore
+from automations.state.handoff import OUTBOX_CHANNEL
 from events._sql_store import SqlEventStore
+from events.bus import EventBus
 from events.clock import Clock, Stamps
 from events.model import Event
 from events.store import EventStore
 
-__all__ = ["DeliveryWorker", "main"]
+__all__ = ["POLL_S", "DeliveryWorker", "main"]
 
 log = structlog.get_logger("runbell.delivery")
 
-Ingest = Callable[[Sequence[Event]], Awaitable[Any]]
+POLL_S = 0.002  # SQLite: how often the worker asks whether rows are owed
+_LISTEN_WAKE_S = 1.0  # PostgreSQL: a notification lost with its connection waits this long
 _RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 _HEALTHY_S = 60.0  # a worker that ran this long restarts at the first delay again
 _STOP_GRACE = 15.0  # the worker's dispatcher gives in-flight attempts 10 s
-_LINE_LIMIT = 64 * 1024 * 1024
 
 
 class DeliveryWorker:
-    """The service's side: the socket, the worker process, its restarts."""
+    """The service's side: it starts the worker process, restarts it, stops it."""
 
-    def __init__(
-        self,
-        ingest: Ingest,
-        argv: Sequence[str],
-        paused: Callable[[], None],
-        env: dict[str, str] | None = None,
-    ):
-        """``argv``: the worker's command line after ``--socket PATH`` is appended;
-        ``paused``: the worker changed an automation's paused flag."""
-        self._ingest = ingest
-        self._paused = paused
-        self._argv = list(argv)
+    def __init__(self, argv: Sequence[str], env: dict[str, str] | None = None):
+        """``argv``: the worker's command line (``--supervised`` is appended)."""
+        self._argv = [*argv, "--supervised"]
         self._env = env
-        self._dir = tempfile.mkdtemp(prefix="runbell-delivery-")
-        self.socket_path = os.path.join(self._dir, "delivery.sock")
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
         self._process: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self.started = 0  # worker processes started (restarts included)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_unix_server(
-            self._serve, self.socket_path, limit=_LINE_LIMIT
-        )
         await self._spawn()
         self._supervisor = asyncio.create_task(self._supervise(), name="runbell-delivery-worker")
 
     def wake(self) -> None:
-        """Tell the worker to claim now (new intents, a replay)."""
-        for writer in self._writers:
-            if not writer.is_closing():
-                writer.write(b"w\n")
+        """Nothing to do: the worker learns of owed rows from the database."""
 
     def committed(self, _firings: Sequence[Any]) -> None:
-        """The engine committed intents (the dispatcher's hook): the worker claims them."""
-        self.wake()
+        """Nothing to do (the dispatcher's hook): the worker sees the commit itself."""
 
     async def stop(self) -> None:
         self._stopping = True
@@ -125,19 +121,9 @@ class DeliveryWorker:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
-        for writer in list(self._writers):
-            writer.close()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        with contextlib.suppress(OSError):
-            os.unlink(self.socket_path)
-            os.rmdir(self._dir)
 
     async def _spawn(self) -> None:
-        self._process = await asyncio.create_subprocess_exec(
-            *self._argv, "--socket", self.socket_path, env=self._env
-        )
+        self._process = await asyncio.create_subprocess_exec(*self._argv, env=self._env)
         self.started += 1
         log.info("delivery_worker_started", pid=self._process.pid)
 
@@ -157,122 +143,82 @@ class DeliveryWorker:
             await asyncio.sleep(delay)
             await self._spawn()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        writer.write(b"w\n")  # whatever is owed already
-        try:
-            while line := await reader.readline():
-                kind, _, rest = line.rstrip(b"\n").partition(b" ")
-                if kind == b"p":
-                    self._paused()
-                if kind != b"e":
-                    continue
-                seq, _, count = rest.partition(b" ")
-                lines = [await reader.readline() for _ in range(int(count))]
-                try:
-                    await self._ingest([Event.model_validate_json(raw) for raw in lines])
-                except Exception as exc:  # the worker logs it: the trail never blocks
-                    reason = str(exc).replace("\n", " ")[:500]
-                    writer.write(b"x " + seq + b" " + reason.encode() + b"\n")
-                else:
-                    writer.write(b"a " + seq + b"\n")
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
-            log.error("delivery_link_failed", error=str(exc))
-        finally:
-            self._writers.discard(writer)
-            writer.close()
 
-
-class _Link:
-    """The worker's side of the socket: wake-ups in, trail events out."""
+class _Trail:
+    """Where the worker's trail events go: the bus, the store, or the service's inbox."""
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        state: StateStore,
         store: EventStore,
         clock: Clock,
         config: Config,
-        state: StateStore,
-        *,
-        embedded: bool,
+        bus: EventBus | None,
     ) -> None:
-        self._reader = reader
         self._state = state
-        self._paused_version = state.paused_version
-        self._writer = writer
         self._store = store
+        self._bus = bus
+        self._paused_version = state.paused_version
         # The engine's index: which events some automation could match.
-        enabled = [a for a in config.automations if a.enabled]
-        self._index = CandidateIndex(enabled) if embedded else None
+        self._index = CandidateIndex([a for a in config.automations if a.enabled])
         self._stamps = Stamps(clock)
-        self._seq = 0
-        self._waiting: dict[bytes, asyncio.Future[None]] = {}
-        self._closed = False
 
     async def emit(self, events: Sequence[Event]) -> list[Any]:
-        """Store the trail here when no automation could match it (on the embedded bus,
-        the engine never reads those: ``Service.ingest_trail``); the service ingests
-        the rest, so that its engine sees them."""
+        """The dispatcher's ``emit``: durable (stored, in the inbox, or acknowledged by
+        the broker) on return, before the attempts are recorded."""
         ids = [e.id for e in events]
+        if self._bus is not None:  # Kafka: stamped as the service stamps what it accepts
+            await self._bus.publish([e.with_received(self._stamps.next()) for e in events])
+            return ids
+        watched = [bool(self._index.candidates(e)) for e in events]
         if self._state.paused_version != self._paused_version:
-            # A pause-/resume-automation action ran here: the service's engine re-reads
-            # the paused flags before its next batch, as it would in one process.
+            # A pause-/resume-automation action ran in this pass: the service's engine
+            # re-reads the flags before it ingests the inbox, so all of it goes there.
             self._paused_version = self._state.paused_version
-            self._writer.write(b"p\n")
-        if self._index is not None:
-            watched = [bool(self._index.candidates(e)) for e in events]
-            unread = [e for e, w in zip(events, watched, strict=True) if not w]
-            if unread:
-                await self._store.insert([e.with_received(self._stamps.next()) for e in unread])
-            events = [e for e, w in zip(events, watched, strict=True) if w]
-        if events:
-            await self._send(events)
+            watched = [True] * len(events)
+        unread = [e for e, w in zip(events, watched, strict=True) if not w]
+        if unread:
+            await self._store.insert([e.with_received(self._stamps.next()) for e in unread])
+        await self._state.hand_trail([e for e, w in zip(events, watched, strict=True) if w])
         return ids
 
-    async def _send(self, events: Sequence[Event]) -> None:
-        if self._closed:  # the service is gone: nobody would answer
-            raise ConnectionError("the service closed the delivery link")
-        self._seq += 1
-        seq = str(self._seq).encode()
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting[seq] = done
-        # One event per line: their JSON never holds a raw newline.
-        lines = b"".join(e.to_json() + b"\n" for e in events)
-        self._writer.write(b"e " + seq + b" " + str(len(events)).encode() + b"\n" + lines)
-        try:
-            await done
-        finally:
-            self._waiting.pop(seq, None)
 
-    async def run(self, wake: Callable[[], None]) -> None:
-        """Until the service closes the socket."""
-        try:
-            while line := await self._reader.readline():
-                kind, _, rest = line.rstrip(b"\n").partition(b" ")
-                if kind == b"w":
-                    wake()
-                elif kind in (b"a", b"x"):
-                    seq, _, reason = rest.partition(b" ")
-                    done = self._waiting.get(seq)
-                    if done is not None and not done.done():
-                        if kind == b"a":
-                            done.set_result(None)
-                        else:
-                            done.set_exception(RuntimeError(reason.decode(errors="replace")))
-        except (ConnectionError, ValueError) as exc:
-            log.error("delivery_link_failed", error=str(exc))
-        self._closed = True
-        for done in self._waiting.values():
-            if not done.done():
-                done.set_exception(ConnectionError("the service closed the delivery link"))
+async def _watch(
+    state: StateStore, db: AsyncEngine, clock: Clock, wake: Callable[[], None]
+) -> None:
+    """Wake the dispatcher when the database owes rows now (forever)."""
+    if db.dialect.name == "sqlite":
+        seen: int | None = None
+        while True:
+            try:
+                seen, due = await state.owed_now(seen, clock.now())
+            except Exception as exc:  # the dispatcher's own timers carry on meanwhile
+                log.error("delivery_poll_failed", error=str(exc))
+                seen, due = None, False
+                await asyncio.sleep(_LISTEN_WAKE_S)
+            if due:
+                wake()
+            await asyncio.sleep(POLL_S)
+    async with db.connect() as conn:
+        listening: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg
+        await listening.add_listener(OUTBOX_CHANNEL, lambda *_: wake())
+        while True:
+            wake()  # at start (what is owed already) and after a lost notification
+            await asyncio.sleep(_LISTEN_WAKE_S)
 
 
-async def _run_worker(args: argparse.Namespace) -> int:
+async def _orphaned(parent: int) -> None:
+    """Return once this process's parent is gone (it was reparented)."""
+    while os.getppid() == parent:  # noqa: ASYNC110 (no event to wait on: the kernel's state)
+        await asyncio.sleep(0.05)
+
+
+async def _run_worker(args: argparse.Namespace, parent: int | None) -> int:
     from automations.delivery.channels import close_all
     from automations.service.settings import Settings
     from automations.service.wiring import build_dispatcher, freeze_startup_heap, load_or_exit
     from events._sqlite_checkpoint import no_autocheckpoint
+    from events.bus import bus_from_url
     from events.clock import SystemClock
     from events.database import create_engine, normalise_url
     from notifiers import Redactor, configure_logging
@@ -293,7 +239,6 @@ async def _run_worker(args: argparse.Namespace) -> int:
         lock_file = lock_path.open("a")
         await asyncio.to_thread(fcntl.flock, lock_file.fileno(), fcntl.LOCK_EX)
 
-    reader, writer = await asyncio.open_unix_connection(args.socket, limit=_LINE_LIMIT)
     db = create_engine(
         settings.database_url, **({"pool_size": 1, "max_overflow": 0} if single else {})
     )
@@ -301,24 +246,36 @@ async def _run_worker(args: argparse.Namespace) -> int:
         no_autocheckpoint(db)  # the service checkpoints the WAL
     clock = SystemClock()
     state = StateStore(db)
-    link = _Link(
-        reader, writer, SqlEventStore(db), clock, config, state, embedded=settings.embedded
-    )
-    dispatcher, channels, controllers = build_dispatcher(settings, config, state, clock, link.emit)
+    bus = None
+    if not settings.embedded:
+        bus = bus_from_url(
+            settings.bus_url, topic=settings.topic, partitions=settings.kafka_partitions
+        )
+        await bus.start()
+    trail = _Trail(state, SqlEventStore(db), clock, config, bus)
+    dispatcher, channels, controllers = build_dispatcher(settings, config, state, clock, trail.emit)
     # Embedded: this is the only dispatcher on the database (the lock above), so what a
     # crash left 'sending' is owed now. Elsewhere other replicas' workers may be sending.
     await dispatcher.start(exclusive=settings.embedded)
     freeze_startup_heap()  # as the service does: no full collection walks it again
-    linked = asyncio.create_task(link.run(dispatcher.wake))
-    stopped = asyncio.create_task(stop.wait())
-    await asyncio.wait({linked, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    await dispatcher.stop()
-    for task in (linked, stopped):
+    tasks = {
+        asyncio.create_task(_watch(state, db, clock, dispatcher.wake)),
+        asyncio.create_task(stop.wait()),
+    }
+    if parent is not None:
+        tasks.add(asyncio.create_task(_orphaned(parent)))
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks:
         task.cancel()
-    await asyncio.gather(linked, stopped, return_exceptions=True)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for failed in results:
+        if isinstance(failed, Exception):  # the worker exits; the supervisor restarts it
+            log.error("delivery_watch_failed", error=str(failed))
+    await dispatcher.stop()
     await channels.aclose()
     await close_all(*controllers.values())
-    writer.close()
+    if bus is not None:
+        await bus.stop()
     await db.dispose()
     if lock_file is not None:
         lock_file.close()
@@ -326,16 +283,20 @@ async def _run_worker(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``runbell deliver`` / ``python -m automations.service.worker``."""
+    parent = os.getppid()  # before anything: the parent may die while this one starts
     parser = argparse.ArgumentParser(prog="python -m automations.service.worker")
-    parser.add_argument("--socket", required=True)
     parser.add_argument("--config", action="append", default=[])
     parser.add_argument("--log-json", action="store_true")
+    parser.add_argument(
+        "--supervised", action="store_true", help="stop when the parent process is gone"
+    )
     args = parser.parse_args(argv)
     import typer
     import uvloop  # installed with uvicorn[standard], as `serve` runs on it
 
     try:
-        return uvloop.run(_run_worker(args))
+        return uvloop.run(_run_worker(args, parent if args.supervised else None))
     except typer.Exit as exc:  # a config problem, printed already
         return int(exc.exit_code)
 

@@ -12,6 +12,7 @@ from sqlalchemy import Result, Select, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import configure_mappers
 
+from automations.state.handoff import NOTIFY_OUTBOX
 from automations.state.model import (
     _OUTBOX_COLUMNS,
     FIRING_COLUMNS,
@@ -296,6 +297,8 @@ class DeliveryState(StoreBase):
                 )
             )
             if done.rowcount:
+                if conn.dialect.name == "postgresql":
+                    await conn.exec_driver_sql(NOTIFY_OUTBOX)  # delivery workers LISTEN
                 return "replayed"
             exists = (await conn.execute(select(table.c.id).where(table.c.id == outbox_id))).first()
         return "busy" if exists else "missing"

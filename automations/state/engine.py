@@ -12,6 +12,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from automations.state.handoff import NOTIFY_OUTBOX
 from automations.state.model import (
     CheckpointRow,
     EngineScopeRow,
@@ -181,6 +182,9 @@ class EngineState(StoreBase):
                     result = None
             if extra is not None:
                 await extra(conn)
+            if intents and conn.dialect.name == "postgresql":
+                # Delivery workers LISTEN: told when this commit is visible, not before.
+                await conn.exec_driver_sql(NOTIFY_OUTBOX)
 
     def _statements(
         self,

@@ -12,7 +12,8 @@ Invariants (see automations/CONTRACTS.md):
 
 One module per side: ``model`` (tables and records), ``engine``
 (processed ids, firings, checkpoints, the batch commit), ``delivery``
-(outbox, claims, attempts, pauses, deliveries, replay) and ``grouping``.
+(outbox, claims, attempts, pauses, deliveries, replay), ``grouping`` and ``handoff``
+(what the service and a delivery worker process tell each other).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlmodel import SQLModel
 from automations.state.delivery import DeliveryState
 from automations.state.engine import EngineState
 from automations.state.grouping import GroupingStore
+from automations.state.handoff import HandoffState
 from automations.state.model import (
     AttemptRow,
     CheckpointRow,
@@ -58,7 +60,7 @@ __all__ = [
 ]
 
 
-class StateStore(EngineState, DeliveryState, GroupingStore):
+class StateStore(EngineState, DeliveryState, GroupingStore, HandoffState):
     """Engine and dispatcher state on the same database as the event store."""
 
     async def create_tables(self) -> None:
