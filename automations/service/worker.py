@@ -50,9 +50,9 @@ import structlog
 from automations.engine import CandidateIndex
 from automations.spec import Config
 from automations.state import StateStore
-from events._sql_store import SqlEventStore
 from events.clock import Clock, Stamps
 from events.model import Event
+from events.sql_store import SqlEventStore
 from events.store import EventStore
 
 __all__ = ["DeliveryWorker", "main"]
@@ -272,9 +272,9 @@ async def _run_worker(args: argparse.Namespace) -> int:
     from automations.delivery.channels import close_all
     from automations.service.settings import Settings
     from automations.service.wiring import build_dispatcher, freeze_startup_heap, load_or_exit
-    from events._sqlite_checkpoint import no_autocheckpoint
     from events.clock import SystemClock
     from events.database import create_engine, normalise_url
+    from events.sqlite_checkpoint import no_autocheckpoint
     from notifiers import Redactor, configure_logging
 
     settings = Settings.from_env(config_paths=tuple(Path(p) for p in args.config) or None)
