@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from automations.spec._base import Labels, OptionalDuration, Strict, as_list, check_timezone
+from automations.spec.cron import parse_cron
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_SILENCE_DURATION = timedelta(days=7)
@@ -85,8 +86,6 @@ class Silence(Strict):
     @classmethod
     def _check_cron(cls, value: str | None) -> str | None:
         if value is not None:
-            from automations.core.silences import parse_cron  # lazy: silences imports spec
-
             parse_cron(value)
         return value
 
