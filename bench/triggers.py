@@ -71,10 +71,10 @@ from automations.engine import Engine  # noqa: E402
 from automations.service.wiring import freeze_startup_heap  # noqa: E402
 from automations.spec import Automation, Config  # noqa: E402
 from automations.state import StateStore  # noqa: E402
-from events._sqlite_checkpoint import WalCheckpointer  # noqa: E402
 from events.clock import SystemClock  # noqa: E402
 from events.database import create_engine  # noqa: E402
 from events.model import Event  # noqa: E402
+from events.sqlite_checkpoint import WalCheckpointer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

@@ -31,7 +31,7 @@ from faststream.kafka.exceptions import BatchBufferOverflowException
 from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
 
-from events.bus import BatchHandler, back_off
+from events._bus_common import BatchHandler, PartitionHandler, PartitionListener, back_off
 from events.errors import BusError
 from events.model import Event
 
@@ -39,21 +39,12 @@ if TYPE_CHECKING:
     from aiokafka import ConsumerRecord
     from faststream.message import StreamMessage
 
-__all__ = [
-    "WATERMARK_HEADER",
-    "KafkaBus",
-    "PartitionHandler",
-    "PartitionListener",
-    "parse_kafka_url",
-]
+__all__ = ["WATERMARK_HEADER", "KafkaBus", "parse_kafka_url"]
 
 WATERMARK_HEADER = "runbell-watermark"
 """A record with this header carries no event: its value is an ISO 8601 event time
 up to which the publisher has handed everything on (see ``publish_watermark``)."""
 
-PartitionHandler = Callable[[int, list[Event], datetime | None], Awaitable[None]]
-"""``(partition, events in partition order, newest watermark in the batch or None)``."""
-PartitionListener = Callable[[set[int]], Awaitable[None]]
 _RecordsHandler = Callable[["Sequence[ConsumerRecord[bytes, bytes]]"], Awaitable[None]]
 
 _log = structlog.get_logger(__name__)
@@ -111,7 +102,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class KafkaBus:
-    """The :class:`events.bus.EventBus` on a Kafka topic.
+    """The :class:`events.bus.PartitionedBus` on a Kafka topic.
 
     ``subscribe`` records the consumer groups; ``start`` creates the topic if it is
     missing, then builds and starts a fresh broker with one batch subscriber per

@@ -22,7 +22,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from events.bus import TOPIC, BatchHandler, back_off
+from events._bus_common import TOPIC, BatchHandler, back_off
 from events.model import Event
 
 __all__ = ["MemoryBus"]

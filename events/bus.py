@@ -1,4 +1,4 @@
-"""The event bus seam: one Protocol, an in-process and a Kafka implementation.
+"""The event bus seam: two Protocols, an in-process and a Kafka implementation.
 
 Contract (both implementations, pinned by ``tests/events/test_bus_contract.py``):
 
@@ -11,23 +11,32 @@ Contract (both implementations, pinned by ``tests/events/test_bus_contract.py``)
 * The handler receives batches. A batch is committed only after the handler
   returns; if it raises, the same events are delivered again (at-least-once).
   Handlers must therefore be idempotent on ``Event.id``.
+
+:class:`PartitionedBus` adds what the engine's router and shards use on Kafka:
+partitions chosen by the publisher (``publish_to``), event-time watermarks, and
+consumers told which partitions they own. Only ``kafka://`` has partitions: the
+in-process bus is one log, and the embedded service runs one engine on it.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Protocol
 
-import structlog
-
+from events._bus_common import TOPIC, BatchHandler, PartitionHandler, PartitionListener
 from events.model import Event
 
-TOPIC = "runbell.events"
-
-_log = structlog.get_logger(__name__)
-
-BatchHandler = Callable[[list[Event]], Awaitable[None]]
+__all__ = [
+    "TOPIC",
+    "BatchHandler",
+    "EventBus",
+    "PartitionHandler",
+    "PartitionListener",
+    "PartitionedBus",
+    "bus_from_url",
+    "partitioned_bus_from_url",
+]
 
 
 class EventBus(Protocol):
@@ -48,6 +57,37 @@ class EventBus(Protocol):
         ...
 
 
+class PartitionedBus(EventBus, Protocol):
+    """An :class:`EventBus` whose publishers and consumers may go by partition."""
+
+    def subscribe_partitions(
+        self,
+        group: str,
+        handler: PartitionHandler,
+        *,
+        assigned: PartitionListener,
+        revoked: PartitionListener,
+        max_batch: int = 500,
+    ) -> None:
+        """Like ``subscribe``, for a handler that keeps state per partition.
+
+        ``assigned``/``revoked`` run inside the group's rebalance, before records of
+        a newly assigned partition are handed out and after the last batch of a
+        revoked one returned; ``handler`` gets each partition's share of a batch,
+        and the batch commits once every share returned.
+        """
+        ...
+
+    async def publish_to(self, batches: Mapping[int, Sequence[Event]]) -> None:
+        """Publish each batch to its partition (not by key); returns once all are held."""
+        ...
+
+    async def publish_watermark(self, partitions: Sequence[int], occurred: datetime) -> None:
+        """Tell each partition's consumers that event time has reached ``occurred``:
+        their handler gets it as its ``watermark`` argument, with no event."""
+        ...
+
+
 def bus_from_url(url: str, *, topic: str = TOPIC, partitions: int = 4) -> EventBus:
     """``memory://`` or ``kafka://host:port[,host:port]`` (a missing topic is created
     with ``partitions`` partitions)."""
@@ -56,16 +96,21 @@ def bus_from_url(url: str, *, topic: str = TOPIC, partitions: int = 4) -> EventB
 
         return MemoryBus(url=url, topic=topic)
     if url.startswith("kafka://"):
-        from events._kafka_bus import KafkaBus
-
-        return KafkaBus(url=url, topic=topic, partitions=partitions)
+        return partitioned_bus_from_url(url, topic=topic, partitions=partitions)
     raise ValueError(f"unknown bus URL {url!r}: use memory:// or kafka://host:port")
 
 
-async def back_off(
-    exc: Exception, *, group: str, topic: str, attempt: int, initial: float, maximum: float
-) -> None:
-    """Log a failed handler (``bus_handler_failed``) and wait out the capped exponential
-    backoff before its batch is delivered again; both buses share this."""
-    _log.error("bus_handler_failed", group=group, topic=topic, attempt=attempt, error=repr(exc))
-    await asyncio.sleep(min(maximum, initial * 2 ** (attempt - 1)))
+def partitioned_bus_from_url(
+    url: str, *, topic: str = TOPIC, partitions: int = 4
+) -> PartitionedBus:
+    """``kafka://host:port[,host:port]`` (a missing topic is created with ``partitions``
+    partitions); ``ValueError`` for any other URL, ``memory://`` included."""
+    if url.startswith("kafka://"):
+        # Imported here: aiokafka and FastStream load only for a Kafka bus.
+        from events._kafka_bus import KafkaBus
+
+        return KafkaBus(url=url, topic=topic, partitions=partitions)
+    raise ValueError(
+        f"{url!r} has no partitions: engine replicas (router and shards) need "
+        "kafka://host:port; the in-process memory:// bus runs one engine"
+    )

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from automations.spec._base import UNIT_SECONDS
+from automations.spec import UNIT_SECONDS
 
 PREFIX = "prefect."
 

@@ -44,13 +44,18 @@ from automations.service.wiring import build_dispatcher
 from automations.service.worker import DeliveryWorker
 from automations.spec import Config
 from automations.state import PROCESSED_RETENTION, StateStore
-from events._kafka_bus import KafkaBus, PartitionHandler
-from events._sql_store import SqlEventStore
-from events._sqlite_checkpoint import WalCheckpointer
-from events.bus import EventBus, bus_from_url
+from events.bus import (
+    EventBus,
+    PartitionedBus,
+    PartitionHandler,
+    bus_from_url,
+    partitioned_bus_from_url,
+)
 from events.clock import Clock, Stamps, SystemClock
 from events.database import create_engine, normalise_url, redact_url
 from events.model import Event
+from events.sql_store import SqlEventStore
+from events.sqlite_checkpoint import WalCheckpointer
 from events.store import EventStore
 from notifiers import Notifier
 
@@ -85,15 +90,17 @@ class Service:
         self.db = create_engine(
             settings.database_url, **({"pool_size": 1, "max_overflow": 0} if single else {})
         )
-        # ... and its WAL is checkpointed off that connection (events/_sqlite_checkpoint.py).
+        # ... and its WAL is checkpointed off that connection (events/sqlite_checkpoint.py).
         self._checkpointer = (
             WalCheckpointer(self.db, self.clock) if single and self.db.url.database else None
         )
         self.store: EventStore = SqlEventStore(self.db)
         self.state = StateStore(self.db)
-        self.bus: EventBus = bus_from_url(
-            settings.bus_url, topic=settings.topic, partitions=settings.kafka_partitions
-        )
+        self.bus: EventBus  # set below: the in-process bus, or the Kafka events bus
+        # Kafka only: the events bus again, as the partitioned bus the routers read,
+        # and the engine-shard bus.
+        self._events_bus: PartitionedBus | None = None
+        self.shard_bus: PartitionedBus | None = None
         self.dispatcher, self.channels, self.controllers = build_dispatcher(
             settings,
             config,
@@ -109,10 +116,11 @@ class Service:
         # Whichever delivers: both claim on committed intents, on wake, and stop alike.
         self._deliveries: Dispatcher | DeliveryWorker = self.delivery or self.dispatcher
         self.engine = Engine(config, self.state, self.clock, on_intents=self._deliveries.committed)
-        self.shard_bus: KafkaBus | None = None
         self.routers: Partitioned | None = None
         self.shards: Partitioned | None = None
-        if not settings.embedded:
+        if settings.embedded:
+            self.bus = bus_from_url(settings.bus_url, topic=settings.topic)
+        else:
             self._partition(settings, config)
         # (events, answered when durable, whether the engine must see them all)
         self._ingest_queue: list[tuple[list[Event], asyncio.Future[None], bool]] = []
@@ -127,12 +135,17 @@ class Service:
     def _partition(self, settings: Settings, config: Config) -> None:
         """Kafka: routers per events partition, shards per engine-topic partition."""
         partitions = settings.engine_partitions
-        shard_bus = KafkaBus(settings.bus_url, settings.shard_topic, partitions=partitions)
+        events_bus = partitioned_bus_from_url(
+            settings.bus_url, topic=settings.topic, partitions=settings.kafka_partitions
+        )
+        shard_bus = partitioned_bus_from_url(
+            settings.bus_url, topic=settings.shard_topic, partitions=partitions
+        )
+        self.bus, self._events_bus, self.shard_bus = events_bus, events_bus, shard_bus
         router = Router(
             config, partitions, shard_bus.publish_to, shard_bus.publish_watermark, self.clock
         )
         routed = router_config(config)
-        self.shard_bus = shard_bus
         self.routers = Partitioned(
             ROUTER_GROUP,
             lambda p: Engine(
@@ -164,25 +177,26 @@ class Service:
             await self.engine.load()
             self.bus.subscribe(ENGINE_GROUP, self._engine_batch)
         else:
-            if not isinstance(self.bus, KafkaBus) or not self.shard_bus:
-                raise TypeError(f"not a Kafka bus: {self.settings.bus_url!r}")
+            events_bus, shard_bus = self._events_bus, self.shard_bus
+            if events_bus is None or shard_bus is None:
+                raise TypeError("the Kafka buses are not set up")
             if self.routers is None or self.shards is None:
                 raise TypeError("engine shards not set up")
-            self.bus.subscribe(STORE_GROUP, self._store_batch)
-            self.bus.subscribe_partitions(
+            events_bus.subscribe(STORE_GROUP, self._store_batch)
+            events_bus.subscribe_partitions(
                 ROUTER_GROUP,
                 self._partitioned_batch(self.routers),
                 assigned=self.routers.assigned,
                 revoked=self.routers.revoked,
             )
-            self.shard_bus.subscribe_partitions(
+            shard_bus.subscribe_partitions(
                 SHARD_GROUP,
                 self._partitioned_batch(self.shards),
                 assigned=self.shards.assigned,
                 revoked=self.shards.revoked,
             )
             # Each group's first join waits out the broker's join window: together.
-            await asyncio.gather(self.shard_bus.start(), self.bus.start())
+            await asyncio.gather(shard_bus.start(), events_bus.start())
         await self.bus.start()  # embedded; a no-op for an already started Kafka bus
         if self.settings.embedded:
             await self._recover()

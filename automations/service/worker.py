@@ -65,10 +65,10 @@ from automations.engine import CandidateIndex
 from automations.spec import Config
 from automations.state import StateStore
 from automations.state.handoff import OUTBOX_CHANNEL
-from events._sql_store import SqlEventStore
 from events.bus import EventBus
 from events.clock import Clock, Stamps
 from events.model import Event
+from events.sql_store import SqlEventStore
 from events.store import EventStore
 
 __all__ = ["POLL_S", "DeliveryWorker", "main"]
@@ -217,10 +217,10 @@ async def _run_worker(args: argparse.Namespace, parent: int | None) -> int:
     from automations.delivery.channels import close_all
     from automations.service.settings import Settings
     from automations.service.wiring import build_dispatcher, freeze_startup_heap, load_or_exit
-    from events._sqlite_checkpoint import no_autocheckpoint
     from events.bus import bus_from_url
     from events.clock import SystemClock
     from events.database import create_engine, normalise_url
+    from events.sqlite_checkpoint import no_autocheckpoint
     from notifiers import Redactor, configure_logging
 
     settings = Settings.from_env(config_paths=tuple(Path(p) for p in args.config) or None)

@@ -20,6 +20,7 @@ from automations.spec._actions import (
     GROUP_WAIT,
     ORCHESTRATOR_ACTIONS,
     REPEAT_INTERVAL,
+    STATE_TYPES,
     Action,
     CallWebhookAction,
     CancelRunAction,
@@ -33,7 +34,7 @@ from automations.spec._actions import (
     RetrySpec,
     RunDeploymentAction,
 )
-from automations.spec._base import LabelSpec
+from automations.spec._base import UNIT_SECONDS, LabelSpec
 from automations.spec._channels import (
     Channel,
     EmailChannel,
@@ -72,7 +73,9 @@ __all__ = [
     "ORCHESTRATOR_ACTIONS",
     "PROACTIVE_MIN_WITHIN",
     "REPEAT_INTERVAL",
+    "STATE_TYPES",
     "TRIGGER_TYPES",
+    "UNIT_SECONDS",
     "WEEKDAYS",
     "Action",
     "Automation",

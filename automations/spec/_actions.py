@@ -11,7 +11,6 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from automations.delivery.orchestrators.base import STATE_TYPES
 from automations.spec._base import (
     Duration,
     Strict,
@@ -20,6 +19,21 @@ from automations.spec._base import (
     check_templates,
     parse_duration,
 )
+
+STATE_TYPES = frozenset(
+    {
+        "SCHEDULED",
+        "PENDING",
+        "RUNNING",
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "CRASHED",
+        "PAUSED",
+        "CANCELLING",
+    }
+)
+"""The run state types a ``change_run_state`` call may ask for (Prefect's)."""
 
 
 class RetrySpec(Strict):

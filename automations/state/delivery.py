@@ -34,8 +34,8 @@ from automations.state.model import (
     outbox_insert,
     outbox_rows,
 )
-from events._sqlite_direct import in_transaction, sqlite_time
 from events.database import UtcDateTime, driver_bool, driver_json, driver_time
+from events.sqlite import in_transaction, sqlite_time
 
 _OUTBOX = OutboxRow.__table__  # type: ignore[attr-defined]
 _FIRINGS = FiringRow.__table__  # type: ignore[attr-defined]

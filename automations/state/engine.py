@@ -32,8 +32,8 @@ from automations.state.model import (
     newest,
     outbox_insert,
 )
-from events._sqlite_direct import in_transaction
 from events.database import driver_time
+from events.sqlite import in_transaction
 
 
 class AlreadyProcessed(Exception):

@@ -24,9 +24,9 @@ from sqlalchemy.dialects import sqlite
 from sqlmodel import Field, SQLModel
 
 from automations.state.model import OWED, StoreBase
-from events._sqlite_direct import on_connection
 from events.database import driver_time
 from events.model import Event
+from events.sqlite import on_connection
 
 __all__ = ["NOTIFY_OUTBOX", "OUTBOX_CHANNEL", "HandoffState", "TrailRow"]
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped, unused-ignore]
 import pytest
+from events.sql_store import SqlEventStore
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,7 +24,6 @@ from automations.service.worker import _Trail, _watch
 from automations.spec.loader import load_config
 from automations.state import AttemptRow, Firing, Intent, Outcome, StateStore
 from automations.state.handoff import OUTBOX_CHANNEL
-from events._sql_store import SqlEventStore
 from events.clock import SystemClock
 from events.database import create_engine
 from events.model import Event

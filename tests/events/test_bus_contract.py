@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import uuid4
 
@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 
 from events._kafka_bus import KafkaBus, parse_kafka_url
 from events._memory_bus import MemoryBus
-from events.bus import EventBus, bus_from_url
+from events.bus import EventBus, PartitionedBus, bus_from_url, partitioned_bus_from_url
 from events.errors import BusError
 from events.model import Event
 
@@ -246,6 +246,10 @@ async def test_kafka_publish_before_start_is_a_bus_error() -> None:
     bus = KafkaBus("kafka://127.0.0.1:9", f"t-{uuid4().hex}")
     with pytest.raises(BusError, match="not started"):
         await bus.publish([make_event(1)])
+    with pytest.raises(BusError, match="not started"):
+        await bus.publish_to({0: [make_event(1)]})
+    with pytest.raises(BusError, match="not started"):
+        await bus.publish_watermark([0], T0)
 
 
 async def test_unreachable_kafka_is_a_bus_error(unused_tcp_port: int) -> None:
@@ -271,6 +275,68 @@ def test_bus_from_url_picks_the_implementation() -> None:
     assert isinstance(kafka, KafkaBus)
     assert kafka.topic == "t"
     assert parse_kafka_url(kafka.url) == ["127.0.0.1:9092", "127.0.0.1:9093"]
+
+
+def test_only_kafka_is_a_partitioned_bus() -> None:
+    """``partitioned_bus_from_url`` gives the Kafka bus; ``memory://`` (one log) is refused."""
+    kafka = partitioned_bus_from_url("kafka://127.0.0.1:9092", topic="shards", partitions=3)
+    assert isinstance(kafka, KafkaBus)
+    assert kafka.topic == "shards"
+    assert kafka._partitions == 3
+    with pytest.raises(ValueError, match="kafka://host:port"):
+        partitioned_bus_from_url("memory://")
+    with pytest.raises(ValueError, match="kafka://host:port"):
+        partitioned_bus_from_url("nats://127.0.0.1:4222")
+
+
+# -- partitioned bus (Kafka) -----------------------------------------------
+
+
+@pytest.mark.integration
+async def test_partitioned_bus_hands_out_chosen_partitions_and_watermarks(
+    kafka_url: str, unique_topic: str
+) -> None:
+    """publish_to lands each batch on its partition whatever the key; a watermark
+    reaches every named partition's handler without an event; assigned names them all."""
+    bus: PartitionedBus = partitioned_bus_from_url(kafka_url, topic=unique_topic, partitions=3)
+    first = [make_event(seq, "flow-run.a") for seq in range(3)]
+    second = [make_event(seq, "flow-run.a") for seq in range(3, 5)]  # same key, other partition
+    later = T0 + timedelta(minutes=5)
+    assigned: set[int] = set()
+    events: dict[int, list[Event]] = {}
+    marks: dict[int, datetime] = {}
+    complete = asyncio.Event()
+
+    async def on_assigned(partitions: set[int]) -> None:
+        assigned.update(partitions)
+
+    async def on_revoked(partitions: set[int]) -> None:
+        """One member: no partition is taken away while the test runs."""
+
+    async def handle(partition: int, batch: list[Event], watermark: datetime | None) -> None:
+        events.setdefault(partition, []).extend(batch)
+        if watermark is not None:
+            marks[partition] = max(watermark, marks.get(partition, watermark))
+        if len(marks) == 3 and all(mark == later for mark in marks.values()):
+            complete.set()
+
+    bus.subscribe_partitions(
+        group_name(), handle, assigned=on_assigned, revoked=on_revoked, max_batch=2
+    )
+    await bus.start()
+    try:
+        await bus.publish_to({0: first, 2: second})
+        await bus.publish_watermark([0, 1, 2], T0)
+        await bus.publish_watermark([0, 1, 2], later)
+        await asyncio.wait_for(complete.wait(), WAIT_S)
+    finally:
+        await bus.stop()
+
+    assert assigned == {0, 1, 2}
+    assert [e.id for e in events[0]] == [e.id for e in first]
+    assert [e.id for e in events[2]] == [e.id for e in second]
+    assert events.get(1, []) == []
+    assert marks == {0: later, 1: later, 2: later}
 
 
 # -- memory specifics ------------------------------------------------------

@@ -1,4 +1,4 @@
-"""WAL checkpoints off the hot path (events/_sqlite_checkpoint.py), on a real SQLite file."""
+"""WAL checkpoints off the hot path (events/sqlite_checkpoint.py), on a real SQLite file."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
 
-from events._sql_store import SqlEventStore
-from events._sqlite_checkpoint import WalCheckpointer
 from events.database import create_engine
 from events.model import Event
+from events.sql_store import SqlEventStore
+from events.sqlite_checkpoint import WalCheckpointer
 from events.testing import FakeClock
 
 

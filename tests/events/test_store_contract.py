@@ -17,10 +17,10 @@ from uuid import UUID, uuid4
 import pytest
 from sqlalchemy import text
 
-from events._sql_store import SqlEventStore
 from events.database import create_engine, normalise_url, redact_url
 from events.errors import StoreError
 from events.model import Event
+from events.sql_store import SqlEventStore
 from events.store import EventQuery
 
 PREFECT_SAMPLES = sorted((Path(__file__).parents[1] / "fixtures" / "prefect").glob("*.json"))
@@ -341,7 +341,7 @@ _WRITER = textwrap.dedent(
     import asyncio, sys
     from datetime import UTC, datetime
     from uuid import UUID
-    from events._sql_store import SqlEventStore
+    from events.sql_store import SqlEventStore
     from events.database import create_engine
     from events.model import Event
 

@@ -26,6 +26,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 import httpx
 
 from automations.errors import AutomationsError
+from automations.spec import STATE_TYPES
 from notifiers import is_retryable_status, retry_after_seconds
 
 __all__ = [
@@ -37,21 +38,6 @@ __all__ = [
     "elapsed_ms",
     "resource_key",
 ]
-
-STATE_TYPES = frozenset(
-    {
-        "SCHEDULED",
-        "PENDING",
-        "RUNNING",
-        "COMPLETED",
-        "FAILED",
-        "CANCELLED",
-        "CRASHED",
-        "PAUSED",
-        "CANCELLING",
-    }
-)
-"""The run state types a ``change_run_state`` call may ask for (Prefect's)."""
 
 # Longest answer excerpt quoted in a failure reason.
 _EXCERPT = 200

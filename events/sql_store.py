@@ -34,11 +34,13 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from events._sqlite_direct import in_transaction
 from events.database import UtcDateTime, driver_insert, driver_time, metadata
 from events.errors import StoreError
 from events.model import Event
+from events.sqlite import in_transaction
 from events.store import EventPage, EventQuery
+
+__all__ = ["MAX_QUERY_LIMIT", "SqlEventStore", "events_table"]
 
 MAX_QUERY_LIMIT = 1000
 _INSERT_PAGE = 500  # rows per INSERT statement: well under both drivers' bind-parameter limits

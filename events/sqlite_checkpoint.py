@@ -32,8 +32,8 @@ import structlog
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from events._sqlite_direct import on_connection, retry_busy
 from events.clock import Clock
+from events.sqlite import on_connection, retry_busy
 
 __all__ = ["INTERVAL", "WalCheckpointer", "no_autocheckpoint"]
 
