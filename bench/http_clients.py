@@ -6,6 +6,8 @@ counted; this process sends ``--requests`` JSON POSTs (a Slack-sized Block Kit
 payload, pre-encoded as Slack's notifier does) through each client, at each
 ``--concurrency``, on uvloop (what ``runbell serve`` runs on). The clients take
 turns within each repetition, so a slow minute of the host hits all of them.
+``runbell`` is ``notifiers.HttpClient`` (aiohttp with its per-host pool and the
+conversion of every answer to a ``SendResult``), the client every outbound call uses.
 
 Reported per client and concurrency: the median over ``--repeat`` repetitions of
 requests/s (wall clock) and of CPU µs per request (this process's user + system
@@ -144,14 +146,16 @@ async def _aiohttp(url: str, limit: int) -> Client:
     return send, session.close
 
 
-async def _lean(url: str, limit: int) -> Client:
-    from notifiers._lean_http import LeanClient  # the hand-written client, until its removal
+async def _runbell(url: str, limit: int) -> Client:
+    from notifiers import HttpClient  # aiohttp plus the conversion to SendResult
 
-    client = LeanClient(timeout=10.0, max_connections=limit)
+    client = HttpClient(timeout=10.0)
 
     async def send() -> None:
-        response = await client.post(url, content=PAYLOAD, headers=HEADERS)
-        assert response.status_code == 200
+        reply = await client.request(
+            "POST", url, target="bench", what="bench", content=PAYLOAD, headers=HEADERS
+        )
+        assert reply.result.ok
 
     return send, client.aclose
 
@@ -159,7 +163,7 @@ async def _lean(url: str, limit: int) -> Client:
 CLIENTS: dict[str, tuple[str, Callable[[str, int], Awaitable[Client]]]] = {
     "httpx": ("httpx", _httpx),
     "aiohttp": ("aiohttp", _aiohttp),
-    "lean": ("notifiers._lean_http", _lean),
+    "runbell": ("notifiers.http", _runbell),
 }
 
 
