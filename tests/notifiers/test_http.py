@@ -177,3 +177,27 @@ def test_one_client_serves_successive_event_loops(http_receiver: HttpReceiver) -
 def test_retry_after_seconds(headers: dict[str, str], expected: float | None) -> None:
     """Retry-After as delta-seconds, or an HTTP-date measured against the answer's Date."""
     assert retry_after_seconds(headers) == expected
+
+
+async def test_proxy_from_the_environment(
+    http_receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY is honoured (as httpx's trust_env does), and NO_PROXY bypasses it."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", http_receiver.url(""))
+    client = HttpClient(timeout=1.0)
+    try:
+        reply = await client.request("GET", "http://upstream.invalid/x", target="t", what="thing")
+        assert reply.result.ok, reply.result.reason
+        [request] = await http_receiver.wait_for_async(1)
+        assert (request.path, request.headers["Host"]) == ("/x", "upstream.invalid")
+    finally:
+        await client.aclose()
+    monkeypatch.setenv("NO_PROXY", "upstream.invalid")
+    bypassing = HttpClient(timeout=1.0)
+    try:
+        reply = await bypassing.request("GET", "http://upstream.invalid/x", target="t", what="t")
+        assert not reply.result.ok  # straight to a host that does not resolve
+    finally:
+        await bypassing.aclose()
