@@ -18,12 +18,7 @@ from automations.core.matching import CompiledTrigger, compile_trigger
 from automations.core.metrics import MetricEvaluator, MetricState
 from automations.core.silences import SilenceSet, is_silenced
 from automations.delivery.dispatcher import Dispatcher, RetryPolicy
-from automations.delivery.orchestrators import (
-    ControlResult,
-    HttpController,
-    PrefectController,
-    RunController,
-)
+from automations.delivery.orchestrators import HttpController, PrefectController, RunController
 from automations.engine import Engine
 from automations.engine.replay import firing_line
 from automations.errors import AutomationsError, ConfigError, Problem
@@ -48,7 +43,6 @@ __all__ = [
     "CompiledTrigger",
     "Config",
     "ConfigError",
-    "ControlResult",
     "Dispatcher",
     "Engine",
     "EventTrigger",

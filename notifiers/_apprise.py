@@ -18,9 +18,9 @@ from urllib.parse import unquote
 
 import apprise
 
-from notifiers._http import elapsed_ms
 from notifiers.channel import is_retryable_status
 from notifiers.errors import ChannelConfigError
+from notifiers.http import elapsed_ms
 from notifiers.model import Message, SendResult
 
 __all__ = ["AppriseNotifier"]

@@ -17,7 +17,7 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from html.parser import HTMLParser
 
-from notifiers._http import elapsed_ms
+from notifiers.http import elapsed_ms
 from notifiers.model import Message, SendResult
 from notifiers.secrets import Redactor
 

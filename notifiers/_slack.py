@@ -23,16 +23,8 @@ from typing import Any
 
 import orjson
 
-from notifiers._http import (
-    elapsed_ms,
-    exception_result,
-    register_secrets,
-    response_result,
-    retry_after_seconds,
-    status_failure,
-)
-from notifiers._lean_http import HttpError, LeanClient
 from notifiers.errors import ChannelConfigError
+from notifiers.http import HttpClient, elapsed_ms, register_secrets
 from notifiers.model import Message, SendResult
 from notifiers.secrets import mask_url
 
@@ -75,7 +67,6 @@ _FIELDS = (
     ("duration", "Duration"),
     ("since", "Since"),
 )
-# Read-only, so the HTTP client may encode them once.
 _JSON = MappingProxyType({"Content-Type": "application/json"})
 _JSON_UTF8 = MappingProxyType({"Content-Type": "application/json; charset=utf-8"})
 # Slack's limits: section text 3000 chars, field 2000, fallback text kept short.
@@ -182,9 +173,8 @@ class SlackNotifier:
     4xx not; timeouts and connection errors retryable. Slack has no
     idempotency key: ``idempotency_key`` is not forwarded (the delivery
     pipeline dedups before sending). The token and webhook URL never appear
-    in ``target``, reasons or logs. One ``LeanClient`` (``notifiers/_lean_http.py``:
-    keep-alive HTTP/1.1, about a fifth of httpx's CPU per post) per notifier: call
-    ``aclose()`` when done.
+    in ``target``, reasons or logs. One :class:`~notifiers.http.HttpClient` per
+    notifier: call ``aclose()`` when done.
     """
 
     def __init__(
@@ -206,7 +196,6 @@ class SlackNotifier:
         self._token = token
         self._channel = channel or ""
         self._base_url = base_url.rstrip("/")
-        self._timeout = timeout
         if webhook_url is not None:
             register_secrets(webhook_url)
             self._target = f"slack webhook {mask_url(webhook_url)}"
@@ -215,7 +204,7 @@ class SlackNotifier:
             register_secrets(token)
             self._target = f"slack bot {mask_url(self._base_url)} channel={self._channel}"
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._client = LeanClient(timeout=timeout, headers=headers)
+        self._client = HttpClient(timeout=timeout, headers=headers)
 
     @property
     def target(self) -> str:
@@ -265,52 +254,40 @@ class SlackNotifier:
 
     async def _post_webhook(self, payload: dict[str, Any]) -> SendResult:
         assert self._webhook_url is not None
-        started = time.perf_counter()
-        try:
-            response = await self._client.post(
-                self._webhook_url, content=orjson.dumps(payload), headers=_JSON
-            )
-        except HttpError as exc:
-            return exception_result(self._target, started, exc, self._timeout)
-        return response_result(self._target, started, response, "slack webhook")
+        reply = await self._client.request(
+            "POST",
+            self._webhook_url,
+            target=self._target,
+            what="slack webhook",
+            content=orjson.dumps(payload),
+            headers=_JSON,
+        )
+        return reply.result
 
     async def _call(self, method: str, body: dict[str, Any]) -> SendResult:
-        started = time.perf_counter()
-        try:
-            response = await self._client.post(
-                f"{self._base_url}/{method}", content=orjson.dumps(body), headers=_JSON_UTF8
-            )
-        except HttpError as exc:
-            return exception_result(self._target, started, exc, self._timeout)
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        error = str(answer.get("error", "")) if isinstance(answer, dict) else ""
-        if not response.is_success:
-            return status_failure(self._target, started, response, f"slack {method}", error)
+        reply = await self._client.request(
+            "POST",
+            f"{self._base_url}/{method}",
+            target=self._target,
+            what=f"slack {method}",
+            content=orjson.dumps(body),
+            headers=_JSON_UTF8,
+        )
+        result = reply.result
+        if not result.ok:  # no answer, or not 2xx
+            return result
+        answer = reply.json()
         if not isinstance(answer, dict):
-            return SendResult.failure(
-                self._target,
-                elapsed_ms(started),
-                reason=f"slack {method} answered HTTP {response.status_code} without JSON",
-                retryable=True,
-                status_code=response.status_code,
+            return reply.failure(
+                f"slack {method} answered HTTP {result.status_code} without JSON", retryable=True
             )
         if not answer.get("ok"):
-            error = error or "unknown_error"
-            return SendResult.failure(
-                self._target,
-                elapsed_ms(started),
-                reason=f"slack {method} error: {error}",
-                retryable=error in _RETRYABLE_ERRORS,
-                status_code=response.status_code,
-                retry_after=retry_after_seconds(response),
+            error = str(answer.get("error") or "unknown_error")
+            return reply.failure(
+                f"slack {method} error: {error}", retryable=error in _RETRYABLE_ERRORS
             )
         ref = {
             "channel": str(answer.get("channel") or body["channel"]),
             "ts": str(answer.get("ts") or body.get("ts", "")),
         }
-        return SendResult.success(
-            self._target, elapsed_ms(started), status_code=response.status_code, ref=ref
-        )
+        return dataclasses.replace(result, ref=ref)

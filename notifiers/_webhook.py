@@ -29,15 +29,8 @@ import json
 import time
 from collections.abc import Callable, Mapping
 
-import httpx
-
-from notifiers._http import (
-    POOL_LIMITS,
-    exception_result,
-    register_secrets,
-    response_result,
-)
 from notifiers.errors import ChannelConfigError
+from notifiers.http import HttpClient, register_secrets
 from notifiers.model import Message, SendResult
 from notifiers.secrets import mask_url
 
@@ -61,8 +54,8 @@ class WebhookNotifier:
     4xx and 3xx are not (redirects are not followed), timeouts and connection
     errors are retryable. ``headers`` values are treated as secrets (they
     usually carry an ``Authorization``); ``clock`` (unix seconds) stamps the
-    signature and exists for tests. One ``httpx.AsyncClient`` per notifier:
-    call ``aclose()`` when done.
+    signature and exists for tests. One :class:`~notifiers.http.HttpClient` per
+    notifier: call ``aclose()`` when done.
     """
 
     def __init__(
@@ -86,13 +79,10 @@ class WebhookNotifier:
         self._method = method.upper()
         self._secret = secret
         self._clock = clock
-        self._timeout = timeout
-        self._headers = {"User-Agent": _USER_AGENT, **(headers or {})}
+        self._headers = dict(headers or {})
         register_secrets(url, *(headers or {}).values(), *([secret] if secret else []))
         self._target = f"{self._method} {mask_url(url)}"
-        self._client = httpx.AsyncClient(
-            timeout=timeout, follow_redirects=False, limits=POOL_LIMITS
-        )
+        self._client = HttpClient(timeout=timeout, user_agent=_USER_AGENT)
 
     @property
     def target(self) -> str:
@@ -126,11 +116,12 @@ class WebhookNotifier:
         }
         if self._secret is not None:
             headers[SIGNATURE_HEADER] = sign(self._secret, int(self._clock()), body)
-        started = time.perf_counter()
-        try:
-            response = await self._client.request(
-                self._method, self._url, content=body, headers=headers
-            )
-        except httpx.HTTPError as exc:
-            return exception_result(self._target, started, exc, self._timeout)
-        return response_result(self._target, started, response, "webhook")
+        reply = await self._client.request(
+            self._method,
+            self._url,
+            target=self._target,
+            what="webhook",
+            content=body,
+            headers=headers,
+        )
+        return reply.result

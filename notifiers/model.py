@@ -35,14 +35,18 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
-    """The outcome of one delivery attempt; retryability is data, not a log line.
+    """The outcome of one attempt at an effect; retryability is data, not a log line.
 
-    ``target`` is always the masked channel description, safe to log and store.
-    ``retry_after`` is the delay the target asked for (seconds), when it said so.
-    ``ref`` identifies what a successful send created, for channels that can
-    refer back to it (Slack bot mode: ``{"channel": ..., "ts": ...}``, which
-    ``SlackNotifier.resolve`` uses to reply in the thread and update the
-    original). It never holds a secret; store it with the delivery.
+    The one result type of every effect: a notification, a webhook call, an
+    orchestrator call, any action the dispatcher runs.
+    ``target`` is always the masked description of the other side, safe to log
+    and store. ``retry_after`` is the delay the target asked for (seconds), when
+    it said so. ``ref`` identifies what the attempt created or found, worth
+    storing with the delivery (Slack bot mode: ``{"channel": ..., "ts": ...}``,
+    which ``SlackNotifier.resolve`` uses to reply in the thread and update the
+    original; an orchestrator: the run and its state). It never holds a secret.
+    ``created_id`` is the id of a run the attempt created (``run_deployment``),
+    bare, without a ``flow-run.`` prefix.
     """
 
     ok: bool
@@ -53,6 +57,7 @@ class SendResult:
     retry_after: float | None = None
     status_code: int | None = None
     ref: Mapping[str, str] | None = field(default=None, hash=False)
+    created_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.ref is not None:
@@ -64,18 +69,21 @@ class SendResult:
         target: str,
         latency_ms: float,
         *,
+        reason: str = "delivered",
         status_code: int | None = None,
         ref: Mapping[str, str] | None = None,
+        created_id: str | None = None,
     ) -> SendResult:
-        """A delivered message."""
+        """An attempt that had its effect (or had already had it: see ``ref``)."""
         return cls(
             ok=True,
             retryable=False,
-            reason="delivered",
+            reason=reason,
             target=target,
             latency_ms=latency_ms,
             status_code=status_code,
             ref=ref,
+            created_id=created_id,
         )
 
     @classmethod
@@ -88,8 +96,9 @@ class SendResult:
         retryable: bool,
         status_code: int | None = None,
         retry_after: float | None = None,
+        ref: Mapping[str, str] | None = None,
     ) -> SendResult:
-        """A message that was not delivered."""
+        """An attempt that did not have its effect."""
         return cls(
             ok=False,
             retryable=retryable,
@@ -98,4 +107,32 @@ class SendResult:
             latency_ms=latency_ms,
             retry_after=retry_after,
             status_code=status_code,
+            ref=ref,
         )
+
+    @classmethod
+    def done(
+        cls,
+        target: str,
+        reason: str = "done",
+        *,
+        latency_ms: float = 0.0,
+        status_code: int | None = None,
+        ref: Mapping[str, str] | None = None,
+        created_id: str | None = None,
+    ) -> SendResult:
+        """:meth:`success` for an effect that sent no request of its own (no latency)."""
+        return cls.success(
+            target,
+            latency_ms,
+            reason=reason,
+            status_code=status_code,
+            ref=ref,
+            created_id=created_id,
+        )
+
+    @classmethod
+    def failed(cls, target: str, reason: str, *, retryable: bool = False) -> SendResult:
+        """A failure decided before any request: by default one retrying cannot fix
+        (a bad template, bad configuration)."""
+        return cls.failure(target, 0.0, reason=reason, retryable=retryable)

@@ -28,12 +28,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-import httpx
 import structlog
 from pydantic import TypeAdapter
 
 from automations.delivery.actions import (
-    ActionResult,
     Emit,
     Job,
     RunController,
@@ -49,7 +47,7 @@ from automations.state import AttemptRow, Firing, Intent, OutboxRow, Outcome, St
 from automations.state.model import as_read
 from events.clock import Clock
 from events.model import Event
-from notifiers import Notifier
+from notifiers import HttpClient, Notifier, SendResult
 
 log = structlog.get_logger("runbell.dispatcher")
 
@@ -109,7 +107,7 @@ class GroupingStage(Protocol):
 
     async def next_flush(self) -> datetime | None: ...
 
-    async def deliver(self, job: Job) -> ActionResult: ...
+    async def deliver(self, job: Job) -> SendResult: ...
 
 
 @dataclass(slots=True)
@@ -183,7 +181,7 @@ class Dispatcher:
             await self.state.release_in_flight(self.clock.now())
         self._stopping = False
         if self.runtime.http is None:
-            self.runtime.http = httpx.AsyncClient(follow_redirects=False)
+            self.runtime.http = HttpClient()
         self._task = asyncio.create_task(self._run(), name="runbell-dispatcher")
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -399,7 +397,7 @@ class Dispatcher:
     ) -> _Finished:
         action_type = str(row.action.get("type", "?"))
         if firing is None:
-            result = ActionResult.failed("-", f"firing {row.firing_id} is missing")
+            result = SendResult.failed("-", f"firing {row.firing_id} is missing")
         else:
             if job is None:
                 job = Job(row, firing, template_context(firing, self.ui_base_url))
@@ -426,7 +424,7 @@ class Dispatcher:
             status,
             next_at,
             None if result.ok else result.reason[:2000],
-            ref=result.ref,
+            ref=dict(result.ref) if result.ref else None,
             spawn=spawn,
         )
         at = self.clock.now()
@@ -454,10 +452,10 @@ class Dispatcher:
             )
         return _Finished(outcome, events)
 
-    async def _execute(self, job: Job) -> ActionResult:
+    async def _execute(self, job: Job) -> SendResult:
         if job.firing.state == DIGEST_STATE:
             if self.grouping is None:
-                return ActionResult.failed(
+                return SendResult.failed(
                     "-", "a digest needs the grouping stage: wire Dispatcher(grouping=...)"
                 )
             return await self.grouping.deliver(job)
@@ -472,7 +470,7 @@ class Dispatcher:
         log.warning("action_fallback", outbox=row.id, channel=fallback)
         return (Intent(row.firing_id, row.automation, row.action_index, action, FALLBACK_SUFFIX),)
 
-    def _log(self, row: OutboxRow, result: ActionResult) -> None:
+    def _log(self, row: OutboxRow, result: SendResult) -> None:
         fields: dict[str, Any] = {
             "outbox": row.id,
             "automation": row.automation,
@@ -497,7 +495,7 @@ class Dispatcher:
 
 
 def _next(
-    row: OutboxRow, result: ActionResult, now: datetime, defaults: RetryPolicy
+    row: OutboxRow, result: SendResult, now: datetime, defaults: RetryPolicy
 ) -> tuple[str, datetime | None]:
     if result.ok:
         return "sent", None

@@ -58,7 +58,7 @@ from automations.core.grouping import (
     digest_context,
     flush_due,
 )
-from automations.delivery.actions import ActionResult, Job, parse_action, template_context
+from automations.delivery.actions import Job, parse_action, template_context
 from automations.spec import Automation, NotifyAction
 from automations.state import (
     AttemptRow,
@@ -69,7 +69,7 @@ from automations.state import (
     OwedDigest,
     StateStore,
 )
-from notifiers import Message, Notifier, TemplateError, default_message, render
+from notifiers import Message, Notifier, SendResult, TemplateError, default_message, render
 
 __all__ = ["DIGEST_STATE", "NotifyGrouping", "alert_labels", "render_digest"]
 
@@ -291,22 +291,22 @@ class NotifyGrouping:
         return action.model_dump(mode="json")
 
     # -- deliver: one digest row -----------------------------------------------------------
-    async def deliver(self, job: Job) -> ActionResult:
+    async def deliver(self, job: Job) -> SendResult:
         """Render the digest in ``job`` and send it once (the dispatcher owns retries)."""
         action = _notify(job.row.action)
         if action is None:
-            return ActionResult.failed("-", "invalid notify action for a digest")
+            return SendResult.failed("-", "invalid notify action for a digest")
         channel = self.channels.get(action.channel)
         if channel is None:
-            return ActionResult.failed("-", f"unknown channel {action.channel!r}")
+            return SendResult.failed("-", f"unknown channel {action.channel!r}")
         context = job.firing.context.get("digest")
         if not isinstance(context, Mapping):
-            return ActionResult.failed(channel.target, "digest firing without a digest context")
+            return SendResult.failed(channel.target, "digest firing without a digest context")
         try:
             message = await asyncio.to_thread(render_digest, action, context, self.max_listed)
         except TemplateError as exc:
-            return ActionResult.failed(channel.target, f"template: {exc}")
-        return ActionResult.of(await channel.send(message, idempotency_key=job.key))
+            return SendResult.failed(channel.target, f"template: {exc}")
+        return await channel.send(message, idempotency_key=job.key)
 
 
 def render_digest(

@@ -6,10 +6,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from automations.delivery.actions import ActionResult, action_event
+from automations.delivery.actions import action_event
 from automations.delivery.actions.events import MAX_REASON, Kind
 from automations.state import Firing, OutboxRow
 from events.model import Event
+from notifiers import SendResult
 
 AT = datetime(2026, 11, 21, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -47,14 +48,14 @@ FIRING = Firing(
         ("triggered", None, None),
         (
             "executed",
-            ActionResult.done("https://h/***", created_id="run-1", latency_ms=3.14159),
+            SendResult.done("https://h/***", created_id="run-1", latency_ms=3.14159),
             FIRING,
         ),
-        ("failed", ActionResult.failed("https://h/***", "x" * 50_000, retryable=True), FIRING),
+        ("failed", SendResult.failed("https://h/***", "x" * 50_000, retryable=True), FIRING),
     ],
 )
 def test_trail_event_equals_its_validated_form(
-    kind: Kind, result: ActionResult | None, firing: Firing | None
+    kind: Kind, result: SendResult | None, firing: Firing | None
 ) -> None:
     event = action_event(
         kind, row=_row(3), firing=firing, action_type="run-deployment", at=AT, result=result

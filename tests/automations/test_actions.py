@@ -12,7 +12,6 @@ import pytest
 
 from automations.delivery.channels import build_channels, build_controllers, close_all
 from automations.delivery.dispatcher import Dispatcher, RetryPolicy
-from automations.delivery.orchestrators import ControlResult
 from automations.delivery.orchestrators.testing import FakeRunController
 from automations.errors import ConfigError
 from automations.spec import Automation, Channel
@@ -21,6 +20,7 @@ from automations.state import AttemptRow, Firing, Intent, OutboxRow, StateStore
 from events.database import create_engine
 from events.model import Event
 from events.testing import FakeClock
+from notifiers import SendResult
 from tests.integration.http_receiver import HttpReceiver, Reply
 
 EVENT: dict[str, Any] = {
@@ -219,7 +219,7 @@ async def test_run_deployment_infers_the_events_deployment(harness: Harness) -> 
 async def test_orchestrator_refusal_is_recorded_once(harness: Harness) -> None:
     """A refused transition (not retryable) is dead after one attempt, with the reason."""
     harness.orchestrator.script(
-        ControlResult.failure("fake", 1.0, reason="ABORT: not allowed", retryable=False)
+        SendResult.failure("fake", 1.0, reason="ABORT: not allowed", retryable=False)
     )
     row, [attempt] = await harness.run({"type": "retry-run"})
     assert (row.status, attempt.reason) == ("dead", "ABORT: not allowed")

@@ -16,7 +16,6 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped, unused-ignore]
 import pytest
-from events.sql_store import SqlEventStore
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -27,6 +26,7 @@ from automations.state.handoff import OUTBOX_CHANNEL
 from events.clock import SystemClock
 from events.database import create_engine
 from events.model import Event
+from events.sql_store import SqlEventStore
 from events.store import EventQuery
 from tests.automations.service_harness import failed_run, running_service
 

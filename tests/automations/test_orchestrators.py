@@ -12,7 +12,6 @@ import pytest
 
 import automations.delivery.orchestrators as orchestrators
 from automations.delivery.orchestrators import (
-    ControlResult,
     HttpController,
     OrchestratorConfigError,
     PrefectController,
@@ -21,6 +20,7 @@ from automations.delivery.orchestrators import (
 )
 from automations.delivery.orchestrators.testing import FakeRunController
 from events.testing import FakeClock
+from notifiers import SendResult
 from tests.integration.http_receiver import HttpReceiver, Reply, free_port
 
 pytestmark = pytest.mark.integration
@@ -520,7 +520,7 @@ async def test_http_unconfigured_operation_and_template_errors_fail(
 async def test_fake_has_one_effect_per_key() -> None:
     """The fake answers its script, then succeeds once per key and dedups repeats."""
     fake = FakeRunController()
-    fake.script(ControlResult.failure("fake", 0.0, reason="down", retryable=True))
+    fake.script(SendResult.failure("fake", 0.0, reason="down", retryable=True))
     first = await fake.run_deployment("deployment.d", parameters={"n": 1}, idempotency_key="k")
     second = await fake.run_deployment("d", parameters={"n": 1}, idempotency_key="k")
     third = await fake.run_deployment("d", parameters={"n": 1}, idempotency_key="k")

@@ -28,14 +28,14 @@ from automations.delivery.actions import (
     retry_run,
     run_deployment,
 )
-from automations.delivery.actions.base import ActionResult, Emit, Job, RunController, Runtime
+from automations.delivery.actions.base import Emit, Job, RunController, Runtime
 from automations.delivery.actions.context import template_context
 from automations.delivery.actions.events import action_event
 from automations.spec import Action
+from notifiers import SendResult
 
 __all__ = [
     "EXECUTORS",
-    "ActionResult",
     "Emit",
     "Job",
     "RunController",
@@ -47,7 +47,7 @@ __all__ = [
     "template_context",
 ]
 
-Executor = Callable[[Any, Job, Runtime], Awaitable[ActionResult]]
+Executor = Callable[[Any, Job, Runtime], Awaitable[SendResult]]
 
 EXECUTORS: dict[str, Executor] = {
     "notify": notify.execute,
@@ -96,15 +96,15 @@ def prepare(jobs: Sequence[Job]) -> list[Job]:
     return out
 
 
-async def execute(job: Job, runtime: Runtime) -> ActionResult:
+async def execute(job: Job, runtime: Runtime) -> SendResult:
     """One attempt of ``job``'s action; a bug in an executor fails this action only."""
     try:
         action = parse_action(job.row.action)
     except ValidationError as exc:
         reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        return ActionResult.failed("-", f"invalid action: {reason}"[:2000])
+        return SendResult.failed("-", f"invalid action: {reason}"[:2000])
     executor = EXECUTORS[action.type]
     try:
         return await executor(action, job, runtime)
     except Exception as exc:  # an executor bug must not stop the dispatcher
-        return ActionResult.failed("-", f"action crashed: {type(exc).__name__}: {exc}"[:2000])
+        return SendResult.failed("-", f"action crashed: {type(exc).__name__}: {exc}"[:2000])

@@ -6,10 +6,9 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from automations.delivery.actions.base import ActionResult, Job, RunController, Runtime
-from automations.delivery.orchestrators.base import ControlResult
+from automations.delivery.actions.base import Job, RunController, Runtime
 from automations.spec import CancelRunAction, RetryRunAction
-from notifiers import TemplateError, render_json
+from notifiers import SendResult, TemplateError, render_json
 
 
 def _render(
@@ -29,9 +28,9 @@ async def call(
     orchestrator: str | None,
     template: str,
     what: str,
-    act: Callable[[RunController, str, dict[str, Any]], Awaitable[ControlResult]],
+    act: Callable[[RunController, str, dict[str, Any]], Awaitable[SendResult]],
     extra: Mapping[str, Any] | None = None,
-) -> ActionResult:
+) -> SendResult:
     """Render ``template`` (a run or deployment id) and ``extra`` (the action's other
     templates, handed to ``act`` rendered) in one worker-thread hop, then call ``act``
     on the orchestrator. A template error in ``extra`` fails before the orchestrator
@@ -40,25 +39,25 @@ async def call(
     try:
         extras, value = await asyncio.to_thread(_render, template, extra or {}, job.context, where)
     except TemplateError as exc:
-        return ActionResult.failed("-", f"template: {exc}")
+        return SendResult.failed("-", f"template: {exc}")
     controller = runtime.controller(orchestrator)
     if isinstance(controller, str):
-        return ActionResult.failed("-", controller)
+        return SendResult.failed("-", controller)
     if isinstance(value, TemplateError):
-        return ActionResult.failed(controller.target, f"template: {value}")
+        return SendResult.failed(controller.target, f"template: {value}")
     if value is None or not str(value).strip():
-        return ActionResult.failed(
+        return SendResult.failed(
             controller.target, f"no {what} for this event: set it in the action"
         )
-    return ActionResult.of(await act(controller, str(value), extras))
+    return await act(controller, str(value), extras)
 
 
 async def on_run(
     action: RetryRunAction | CancelRunAction,
     job: Job,
     runtime: Runtime,
-    act: Callable[[RunController, str], Awaitable[ControlResult]],
-) -> ActionResult:
+    act: Callable[[RunController, str], Awaitable[SendResult]],
+) -> SendResult:
     """``call`` for an action on the run ``action.run_id`` renders to."""
     return await call(
         job,

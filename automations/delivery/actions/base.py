@@ -1,6 +1,6 @@
 """What every action executor shares: its inputs (``Job``, ``Runtime``) and its outcome.
 
-An executor is a plain async callable ``(action, job, runtime) -> ActionResult``
+An executor is a plain async callable ``(action, job, runtime) -> SendResult``
 that makes exactly one attempt and never raises for an outcome: retryability is
 data (5xx, 429, timeouts retryable; other 4xx, bad templates, bad config not).
 The dispatcher owns backoff, dead letters, fallbacks and recording.
@@ -12,16 +12,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
-from automations.delivery.orchestrators.base import ControlResult, RunController
+from automations.delivery.orchestrators.base import RunController
 from automations.state import Firing, OutboxRow, StateStore
 from events.clock import Clock
 from events.model import Event
-from notifiers import Notifier, SendResult
+from notifiers import HttpClient, Notifier
 
 __all__ = [
-    "ActionResult",
     "Emit",
     "Job",
     "RunController",
@@ -30,49 +27,6 @@ __all__ = [
 
 Emit = Callable[[Sequence[Event]], Awaitable[Any]]
 """Publishes events (the service's ingestion): returns once they are durable."""
-
-
-@dataclass(frozen=True, slots=True)
-class ActionResult:
-    """The outcome of one action attempt; field names match ``SendResult``/``ControlResult``.
-
-    ``ref`` is stored with the delivery (Slack: the posted message, for a later
-    resolve); ``created_id`` names a run the action created (run-deployment).
-    """
-
-    ok: bool
-    retryable: bool
-    reason: str
-    target: str
-    latency_ms: float = 0.0
-    status_code: int | None = None
-    retry_after: float | None = None
-    ref: dict[str, str] | None = None
-    created_id: str | None = None
-
-    @classmethod
-    def done(cls, target: str, reason: str = "done", **extra: Any) -> ActionResult:
-        return cls(ok=True, retryable=False, reason=reason, target=target, **extra)
-
-    @classmethod
-    def failed(cls, target: str, reason: str, *, retryable: bool = False) -> ActionResult:
-        """A failure; by default one that retrying cannot fix (bad template, bad config)."""
-        return cls(ok=False, retryable=retryable, reason=reason, target=target)
-
-    @classmethod
-    def of(cls, result: SendResult | ControlResult) -> ActionResult:
-        """Translate a notifier's or an orchestrator's result."""
-        return cls(
-            ok=result.ok,
-            retryable=result.retryable,
-            reason=result.reason,
-            target=result.target,
-            latency_ms=result.latency_ms,
-            status_code=result.status_code,
-            retry_after=result.retry_after,
-            ref=dict(result.ref) if result.ref else None,
-            created_id=getattr(result, "created_id", None),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +58,7 @@ class Runtime:
     channels: Mapping[str, Notifier] = field(default_factory=dict)
     controllers: Mapping[str, RunController] = field(default_factory=dict)
     emit: Emit | None = None
-    http: httpx.AsyncClient | None = None
+    http: HttpClient | None = None
 
     def controller(self, name: str | None) -> RunController | str:
         """The named orchestrator (or the only one); a reason string when there is none."""

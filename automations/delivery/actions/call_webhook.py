@@ -12,26 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
-from automations.delivery.actions.base import ActionResult, Job, Runtime
+from automations.delivery.actions.base import Job, Runtime
 from automations.spec import CallWebhookAction
-from notifiers import (
-    TemplateError,
-    is_retryable_status,
-    mask_url,
-    render_field,
-    render_json,
-    retry_after_seconds,
-)
+from notifiers import HttpClient, SendResult, TemplateError, mask_url, render_field, render_json
 
 __all__ = ["execute"]
-
-_EXCERPT = 200
 
 
 def _request(
@@ -58,43 +46,28 @@ def _request(
     return url, headers, content
 
 
-async def execute(action: CallWebhookAction, job: Job, runtime: Runtime) -> ActionResult:
+async def execute(action: CallWebhookAction, job: Job, runtime: Runtime) -> SendResult:
     """Make the request once and report the outcome."""
     try:
         url, headers, content = await asyncio.to_thread(_request, action, job.context)
     except TemplateError as exc:
-        return ActionResult.failed(f"{action.method} (unrendered)", f"template: {exc}")
+        return SendResult.failed(f"{action.method} (unrendered)", f"template: {exc}")
     target = f"{action.method} {mask_url(url)}"
     if url.partition("://")[0].lower() not in ("http", "https"):
-        return ActionResult.failed(target, "call-webhook URL must be http(s)")
+        return SendResult.failed(target, "call-webhook URL must be http(s)")
     headers["Idempotency-Key"] = job.key
-    timeout = action.timeout.total_seconds()
-    started = time.perf_counter()
-    client = runtime.http or httpx.AsyncClient(follow_redirects=False)
+    client = runtime.http or HttpClient()
     try:
-        response = await client.request(
-            action.method, url, content=content, headers=headers, timeout=timeout
+        reply = await client.request(
+            action.method,
+            url,
+            target=target,
+            what="webhook",
+            content=content,
+            headers=headers,
+            timeout=action.timeout.total_seconds(),
         )
-    except httpx.TimeoutException as exc:
-        return ActionResult.failed(
-            target, f"timed out after {timeout:g}s ({type(exc).__name__})", retryable=True
-        )
-    except httpx.HTTPError as exc:  # the message can quote the URL: name the type only
-        return ActionResult.failed(target, f"request failed ({type(exc).__name__})", retryable=True)
     finally:
         if runtime.http is None:
             await client.aclose()
-    latency = (time.perf_counter() - started) * 1000
-    code = response.status_code
-    if response.is_success:
-        return ActionResult.done(target, f"HTTP {code}", latency_ms=latency, status_code=code)
-    excerpt = response.text[:_EXCERPT].strip()
-    return ActionResult(
-        ok=False,
-        retryable=is_retryable_status(code),
-        reason=f"webhook answered HTTP {code}" + (f": {excerpt}" if excerpt else ""),
-        target=target,
-        latency_ms=latency,
-        status_code=code,
-        retry_after=retry_after_seconds(response),
-    )
+    return reply.result

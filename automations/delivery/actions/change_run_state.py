@@ -5,19 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from automations.delivery.actions import _orchestrated
-from automations.delivery.actions.base import ActionResult, Job, RunController, Runtime
-from automations.delivery.orchestrators.base import ControlResult
+from automations.delivery.actions.base import Job, RunController, Runtime
 from automations.spec import ChangeRunStateAction
+from notifiers import SendResult
 
 __all__ = ["execute"]
 
 
-async def execute(action: ChangeRunStateAction, job: Job, runtime: Runtime) -> ActionResult:
+async def execute(action: ChangeRunStateAction, job: Job, runtime: Runtime) -> SendResult:
     """One state proposal; ``name``/``message`` are templates."""
 
-    async def act(
-        controller: RunController, run_id: str, rendered: dict[str, Any]
-    ) -> ControlResult:
+    async def act(controller: RunController, run_id: str, rendered: dict[str, Any]) -> SendResult:
         name, message = rendered["name"], rendered["message"]
         return await controller.change_run_state(
             run_id,

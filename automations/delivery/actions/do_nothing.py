@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from automations.delivery.actions.base import ActionResult, Job, Runtime
+from automations.delivery.actions.base import Job, Runtime
 from automations.spec import DoNothingAction
+from notifiers import SendResult
 
 __all__ = ["execute"]
 
 
-async def execute(action: DoNothingAction, job: Job, runtime: Runtime) -> ActionResult:
+async def execute(action: DoNothingAction, job: Job, runtime: Runtime) -> SendResult:
     """Succeed at once."""
-    return ActionResult.done("-", "nothing to do")
+    return SendResult.done("-", "nothing to do")

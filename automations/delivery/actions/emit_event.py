@@ -12,10 +12,10 @@ from uuid import NAMESPACE_URL, uuid5
 
 from pydantic import ValidationError
 
-from automations.delivery.actions.base import ActionResult, Job, Runtime
+from automations.delivery.actions.base import Job, Runtime
 from automations.spec import EmitEventAction
 from events.model import Event
-from notifiers import TemplateError, render_json
+from notifiers import SendResult, TemplateError, render_json
 
 __all__ = ["execute"]
 
@@ -26,10 +26,10 @@ def _labels(value: Any) -> dict[str, str]:
     return {str(k): "" if v is None else str(v) for k, v in dict(value).items()}
 
 
-async def execute(action: EmitEventAction, job: Job, runtime: Runtime) -> ActionResult:
+async def execute(action: EmitEventAction, job: Job, runtime: Runtime) -> SendResult:
     """Render and publish the event; publishing failures are retryable."""
     if runtime.emit is None:
-        return ActionResult.failed("-", "emit-event needs an event publisher; none is wired")
+        return SendResult.failed("-", "emit-event needs an event publisher; none is wired")
     try:
         fields = {
             "event": action.event,
@@ -48,12 +48,12 @@ async def execute(action: EmitEventAction, job: Job, runtime: Runtime) -> Action
             payload=payload,
         )
     except TemplateError as exc:
-        return ActionResult.failed("-", f"template: {exc}")
+        return SendResult.failed("-", f"template: {exc}")
     except (ValidationError, ValueError) as exc:
-        return ActionResult.failed("-", f"the rendered event is invalid: {exc}")
+        return SendResult.failed("-", f"the rendered event is invalid: {exc}")
     target = f"event {event.event}"
     try:
         await runtime.emit([event])
     except Exception as exc:  # the bus or store said no: worth another attempt
-        return ActionResult.failed(target, f"publish failed ({type(exc).__name__})", retryable=True)
-    return ActionResult.done(target, f"emitted {event.id}", ref={"event_id": str(event.id)})
+        return SendResult.failed(target, f"publish failed ({type(exc).__name__})", retryable=True)
+    return SendResult.done(target, f"emitted {event.id}", ref={"event_id": str(event.id)})

@@ -15,9 +15,9 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import NAMESPACE_URL, uuid5
 
-from automations.delivery.actions.base import ActionResult
 from automations.state import Firing, OutboxRow
 from events.model import Event
+from notifiers import SendResult
 
 __all__ = ["action_event"]
 
@@ -35,7 +35,7 @@ def action_event(
     firing: Firing | None,
     action_type: str,
     at: datetime,
-    result: ActionResult | None = None,
+    result: SendResult | None = None,
 ) -> Event:
     """One lifecycle event of the action in ``row``."""
     related = []

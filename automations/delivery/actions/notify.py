@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from automations.delivery.actions.base import ActionResult, Job, Runtime
+from automations.delivery.actions.base import Job, Runtime
 from automations.spec import NotifyAction
 from notifiers import Message, SendResult, TemplateError, default_message, render
 
@@ -54,11 +54,11 @@ def prepare(action: NotifyAction, job: Job) -> Message | Exception:
         return exc
 
 
-async def execute(action: NotifyAction, job: Job, runtime: Runtime) -> ActionResult:
+async def execute(action: NotifyAction, job: Job, runtime: Runtime) -> SendResult:
     """Send once to ``action.channel``; a template error fails this action only."""
     channel = runtime.channels.get(action.channel)
     if channel is None:
-        return ActionResult.failed("-", f"unknown channel {action.channel!r}")
+        return SendResult.failed("-", f"unknown channel {action.channel!r}")
     resolved = job.firing.state == "resolved"
     try:
         if isinstance(job.prepared, Message | Exception):
@@ -71,13 +71,13 @@ async def execute(action: NotifyAction, job: Job, runtime: Runtime) -> ActionRes
                 render_message, action, job.context, resolved=resolved
             )
     except TemplateError as exc:
-        return ActionResult.failed(channel.target, f"template: {exc}")
+        return SendResult.failed(channel.target, f"template: {exc}")
     if resolved and isinstance(channel, Resolvable):
         ref = await _original_ref(job, runtime, action.channel)
         result = await channel.resolve(ref, message, idempotency_key=job.key)
     else:
         result = await channel.send(message, idempotency_key=job.key)
-    return ActionResult.of(result)
+    return result
 
 
 async def _original_ref(job: Job, runtime: Runtime, channel: str) -> dict[str, str] | None:

@@ -7,13 +7,14 @@ intent has its effect once.
 from __future__ import annotations
 
 from automations.delivery.actions import _orchestrated
-from automations.delivery.actions.base import ActionResult, Job, Runtime
+from automations.delivery.actions.base import Job, Runtime
 from automations.spec import RetryRunAction
+from notifiers import SendResult
 
 __all__ = ["execute"]
 
 
-async def execute(action: RetryRunAction, job: Job, runtime: Runtime) -> ActionResult:
+async def execute(action: RetryRunAction, job: Job, runtime: Runtime) -> SendResult:
     """One call to the orchestrator for the run ``action.run_id`` renders to."""
     return await _orchestrated.on_run(
         action,

@@ -12,19 +12,19 @@ import dataclasses
 from typing import Any
 
 from automations.delivery.actions import _orchestrated
-from automations.delivery.actions.base import ActionResult, Job, RunController, Runtime
-from automations.delivery.orchestrators.base import ControlResult
+from automations.delivery.actions.base import Job, RunController, Runtime
 from automations.spec import RunDeploymentAction
+from notifiers import SendResult
 
 __all__ = ["execute"]
 
 
-async def execute(action: RunDeploymentAction, job: Job, runtime: Runtime) -> ActionResult:
+async def execute(action: RunDeploymentAction, job: Job, runtime: Runtime) -> SendResult:
     """One create-run call; ``schedule_after`` delays the new run's start."""
 
     async def act(
         controller: RunController, deployment_id: str, rendered: dict[str, Any]
-    ) -> ControlResult:
+    ) -> SendResult:
         return await controller.run_deployment(
             deployment_id,
             parameters=rendered["parameters"] or {},

@@ -7,17 +7,12 @@ see ``base``'s docstring (one attempt, results not exceptions, the
 idempotency key reaches the orchestrator).
 """
 
-from automations.delivery.orchestrators.base import (
-    ControlResult,
-    OrchestratorConfigError,
-    RunController,
-)
+from automations.delivery.orchestrators.base import OrchestratorConfigError, RunController
 from automations.delivery.orchestrators.http import HttpController, RequestTemplate, render_json
 from automations.delivery.orchestrators.prefect import STATE_TYPES, PrefectController
 
 __all__ = [
     "STATE_TYPES",
-    "ControlResult",
     "HttpController",
     "OrchestratorConfigError",
     "PrefectController",

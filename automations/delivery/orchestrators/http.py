@@ -27,6 +27,7 @@ never appear in a target or a reason.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,17 +35,21 @@ from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
-import httpx
-
 from automations.delivery.orchestrators.base import (
-    ControlResult,
     HttpAdapter,
     OrchestratorConfigError,
     elapsed_ms,
     resource_key,
 )
 from events.clock import Clock, SystemClock
-from notifiers import TemplateError, check_syntax, mask_url, render_field, render_json
+from notifiers import (
+    SendResult,
+    TemplateError,
+    check_syntax,
+    mask_url,
+    render_field,
+    render_json,
+)
 
 __all__ = ["HttpController", "RequestTemplate", "render_json"]
 
@@ -102,7 +107,7 @@ class HttpController(HttpAdapter):
     """Runs each operation as its templated request; an unset operation fails (not retryable).
 
     ``name`` is the masked description returned as ``target`` (never put a
-    secret in it). One ``httpx.AsyncClient`` per controller: ``aclose()``
+    secret in it). One ``notifiers.HttpClient`` per controller: ``aclose()``
     (or ``async with``) when done.
     """
 
@@ -134,11 +139,11 @@ class HttpController(HttpAdapter):
         return self._name
 
     # -- operations ------------------------------------------------------
-    async def retry_run(self, run_id: str, *, idempotency_key: str) -> ControlResult:
+    async def retry_run(self, run_id: str, *, idempotency_key: str) -> SendResult:
         """Send the ``retry_run`` request."""
         return await self._call("retry_run", idempotency_key, _run_names(run_id))
 
-    async def cancel_run(self, run_id: str, *, idempotency_key: str) -> ControlResult:
+    async def cancel_run(self, run_id: str, *, idempotency_key: str) -> SendResult:
         """Send the ``cancel_run`` request."""
         return await self._call("cancel_run", idempotency_key, _run_names(run_id))
 
@@ -151,7 +156,7 @@ class HttpController(HttpAdapter):
         message: str | None = None,
         force: bool = False,
         idempotency_key: str,
-    ) -> ControlResult:
+    ) -> SendResult:
         """Send the ``change_run_state`` request."""
         names = {
             **_run_names(run_id),
@@ -170,7 +175,7 @@ class HttpController(HttpAdapter):
         idempotency_key: str,
         schedule_after: timedelta | None = None,
         job_variables: Mapping[str, Any] | None = None,
-    ) -> ControlResult:
+    ) -> SendResult:
         """Send the ``run_deployment`` request."""
         when = self._clock.now() + schedule_after if schedule_after is not None else None
         names = {
@@ -187,11 +192,11 @@ class HttpController(HttpAdapter):
     # -- plumbing --------------------------------------------------------
     async def _call(
         self, operation: str, idempotency_key: str, names: Mapping[str, Any]
-    ) -> ControlResult:
+    ) -> SendResult:
         started = time.perf_counter()
         template = self._templates[operation]
         if template is None:
-            return ControlResult.failure(
+            return SendResult.failure(
                 self.target,
                 0.0,
                 reason=f"{operation} is not configured for {self._name}; add a request for it",
@@ -201,7 +206,7 @@ class HttpController(HttpAdapter):
         try:
             request = await asyncio.to_thread(self._render, template, context)
         except TemplateError as exc:
-            return ControlResult.failure(
+            return SendResult.failure(
                 f"{template.method} {self._name}",
                 elapsed_ms(started),
                 reason=f"template error: {exc}",
@@ -209,18 +214,15 @@ class HttpController(HttpAdapter):
             )
         target = f"{request.method} {mask_url(request.url)}"
         headers = {**request.headers, "Idempotency-Key": idempotency_key}
-        response = await self._request(
+        reply = await self._request(
             target, started, request.method, request.url, headers=headers, json=request.body
         )
-        if isinstance(response, ControlResult):
-            return response
-        created_id = _created_id(response, template.created_id_path)
-        return ControlResult.success(
-            target,
-            elapsed_ms(started),
-            reason=f"{operation} answered HTTP {response.status_code}",
-            status_code=response.status_code,
-            created_id=created_id,
+        if not reply.result.ok:
+            return reply.result
+        return dataclasses.replace(
+            reply.result,
+            reason=f"{operation} answered HTTP {reply.result.status_code}",
+            created_id=_created_id(reply.json(), template.created_id_path),
         )
 
     def _render(self, template: RequestTemplate, context: Mapping[str, Any]) -> _Rendered:
@@ -239,12 +241,8 @@ def _run_names(run_id: str) -> dict[str, Any]:
     return {"run_id": bare, "resource_id": f"flow-run.{bare}"}
 
 
-def _created_id(response: httpx.Response, path: str | None) -> str | None:
+def _created_id(found: Any, path: str | None) -> str | None:
     if path is None:
-        return None
-    try:
-        found: Any = response.json()
-    except ValueError:
         return None
     for part in path.split("."):
         if not isinstance(found, Mapping) or part not in found:

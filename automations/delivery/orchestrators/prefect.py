@@ -45,14 +45,13 @@ from typing import Any
 
 from automations.delivery.orchestrators.base import (
     STATE_TYPES,
-    ControlResult,
     HttpAdapter,
     OrchestratorConfigError,
     elapsed_ms,
     resource_key,
 )
 from events.clock import Clock, SystemClock
-from notifiers import mask_url
+from notifiers import SendResult, mask_url
 
 __all__ = ["STATE_TYPES", "PrefectController"]
 
@@ -78,7 +77,7 @@ class PrefectController(HttpAdapter):
     ``retry_force`` is sent as ``force`` on retries: Prefect's Retry button sends
     false, which Prefect refuses (ABORT) for a run without a deployment; true
     retries those too. ``clock`` dates ``schedule_after``. One
-    ``httpx.AsyncClient`` per controller: ``aclose()`` (or ``async with``) when done.
+    ``notifiers.HttpClient`` per controller: ``aclose()`` (or ``async with``) when done.
     """
 
     def __init__(
@@ -107,12 +106,12 @@ class PrefectController(HttpAdapter):
         return f"prefect {mask_url(self._api_url)}"
 
     # -- operations ------------------------------------------------------
-    async def retry_run(self, run_id: str, *, idempotency_key: str) -> ControlResult:
+    async def retry_run(self, run_id: str, *, idempotency_key: str) -> SendResult:
         """Set the run to Scheduled/AwaitingRetry, as Prefect's Retry button does."""
         state = {"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry by runbell"}
         return await self._set_state(run_id, state, self._retry_force, idempotency_key, frozenset())
 
-    async def cancel_run(self, run_id: str, *, idempotency_key: str) -> ControlResult:
+    async def cancel_run(self, run_id: str, *, idempotency_key: str) -> SendResult:
         """Set the run to Cancelling; Prefect's worker then stops it."""
         state = {"type": "CANCELLING", "name": "Cancelling", "message": "Cancelled by runbell"}
         # A Scheduled run has nothing to stop: Prefect REJECTs Cancelling and
@@ -129,11 +128,11 @@ class PrefectController(HttpAdapter):
         message: str | None = None,
         force: bool = False,
         idempotency_key: str,
-    ) -> ControlResult:
+    ) -> SendResult:
         """Propose ``state_type`` (case-insensitive, one of ``STATE_TYPES``) for the run."""
         kind = state_type.upper()
         if kind not in STATE_TYPES:
-            return ControlResult.failure(
+            return SendResult.failure(
                 self.target,
                 0.0,
                 reason=f"unknown state type {state_type!r}; use one of {sorted(STATE_TYPES)}",
@@ -152,7 +151,7 @@ class PrefectController(HttpAdapter):
         idempotency_key: str,
         schedule_after: timedelta | None = None,
         job_variables: Mapping[str, Any] | None = None,
-    ) -> ControlResult:
+    ) -> SendResult:
         """Create one flow run of the deployment; Prefect dedups on ``idempotency_key``."""
         started = time.perf_counter()
         deployment = _uuid(resource_key(deployment_id, "deployment"))
@@ -175,7 +174,7 @@ class PrefectController(HttpAdapter):
 
         path = f"/deployments/{deployment}/create_flow_run"
         answer = await self._send("POST", path, body, started)
-        if isinstance(answer, ControlResult):
+        if isinstance(answer, SendResult):
             return answer
         run = answer.payload
         run_uuid = str(run.get("id") or "") if isinstance(run, dict) else ""
@@ -196,7 +195,7 @@ class PrefectController(HttpAdapter):
             if deduplicated
             else f"created flow run {ref['flow_run_name']} ({run_uuid})"
         )
-        return ControlResult.success(
+        return SendResult.success(
             self._target(path),
             elapsed_ms(started),
             reason=reason,
@@ -213,7 +212,7 @@ class PrefectController(HttpAdapter):
         force: bool,
         idempotency_key: str,
         already_done: frozenset[str],
-    ) -> ControlResult:
+    ) -> SendResult:
         """Propose ``state``; a refusal that leaves the run in ``already_done`` types is success."""
         started = time.perf_counter()
         run = _uuid(resource_key(run_id, "flow-run"))
@@ -222,12 +221,12 @@ class PrefectController(HttpAdapter):
         marker = _key_marker(idempotency_key)
 
         history = await self._send("GET", f"/flow_run_states/?flow_run_id={run}", None, started)
-        if isinstance(history, ControlResult):
+        if isinstance(history, SendResult):
             return history
         if isinstance(history.payload, list):
             for past in history.payload:
                 if isinstance(past, dict) and marker in str(past.get("message") or ""):
-                    return ControlResult.success(
+                    return SendResult.success(
                         self._target(f"/flow_runs/{run}/set_state"),
                         elapsed_ms(started),
                         reason=f"state {past.get('name')} already set with this idempotency key",
@@ -238,7 +237,7 @@ class PrefectController(HttpAdapter):
         path = f"/flow_runs/{run}/set_state"
         proposed = {**state, "message": f"{state['message']} {marker}"}
         answer = await self._send("POST", path, {"state": proposed, "force": force}, started)
-        if isinstance(answer, ControlResult):
+        if isinstance(answer, SendResult):
             return answer
         result = answer.payload
         if not isinstance(result, dict) or not isinstance(result.get("status"), str):
@@ -249,7 +248,7 @@ class PrefectController(HttpAdapter):
         ref = _state_ref(run, status, current, deduplicated=False)
         target, latency = self._target(path), elapsed_ms(started)
         if status == "ACCEPT" or (status in _REFUSED and current.get("type") in already_done):
-            return ControlResult.success(
+            return SendResult.success(
                 target,
                 latency,
                 reason=f"run {run} is now {current.get('type')}/{current.get('name')}",
@@ -264,7 +263,7 @@ class PrefectController(HttpAdapter):
         )
         if status == "WAIT":
             delay = details.get("delay_seconds")
-            return ControlResult.failure(
+            return SendResult.failure(
                 target,
                 latency,
                 reason=reason,
@@ -273,24 +272,21 @@ class PrefectController(HttpAdapter):
                 retry_after=float(delay) if isinstance(delay, int | float) else None,
                 ref=ref,
             )
-        return ControlResult.failure(
+        return SendResult.failure(
             target, latency, reason=reason, retryable=False, status_code=answer.status_code, ref=ref
         )
 
     async def _send(
         self, method: str, path: str, body: Any, started: float
-    ) -> _Answer | ControlResult:
+    ) -> _Answer | SendResult:
         """One request; a transport error, a non-2xx or a non-JSON answer becomes a result."""
-        response = await self._request(
+        reply = await self._request(
             self._target(path), started, method, self._api_url + path, json=body
         )
-        if isinstance(response, ControlResult):
-            return response
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = None
-        answer = _Answer(response.status_code, payload)
+        if not reply.result.ok or reply.result.status_code is None:
+            return reply.result
+        payload = reply.json()
+        answer = _Answer(reply.result.status_code, payload)
         if payload is None:
             return self._unexpected(path, started, answer)
         return answer
@@ -298,14 +294,12 @@ class PrefectController(HttpAdapter):
     def _target(self, path: str) -> str:
         return mask_url(self._api_url + path.partition("?")[0])
 
-    def _bad_input(self, started: float, reason: str) -> ControlResult:
-        return ControlResult.failure(
-            self.target, elapsed_ms(started), reason=reason, retryable=False
-        )
+    def _bad_input(self, started: float, reason: str) -> SendResult:
+        return SendResult.failure(self.target, elapsed_ms(started), reason=reason, retryable=False)
 
-    def _unexpected(self, path: str, started: float, answer: _Answer) -> ControlResult:
+    def _unexpected(self, path: str, started: float, answer: _Answer) -> SendResult:
         # A 2xx we cannot read is not a success: something else answers at this URL.
-        return ControlResult.failure(
+        return SendResult.failure(
             self._target(path),
             elapsed_ms(started),
             reason=f"HTTP {answer.status_code} with an answer that is not Prefect's; "

@@ -3,7 +3,7 @@
 ::
 
     fake = FakeRunController()
-    fake.script(ControlResult.failure("fake", 0.0, reason="down", retryable=True))
+    fake.script(SendResult.failure("fake", 0.0, reason="down", retryable=True))
     await fake.retry_run("flow-run.1", idempotency_key="k")   # -> the scripted failure
     await fake.retry_run("flow-run.1", idempotency_key="k")   # -> success, one effect
     await fake.retry_run("flow-run.1", idempotency_key="k")   # -> same success, deduplicated
@@ -24,7 +24,8 @@ from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
-from automations.delivery.orchestrators.base import ControlResult, resource_key
+from automations.delivery.orchestrators.base import resource_key
+from notifiers import SendResult
 
 __all__ = ["ControlCall", "FakeRunController"]
 
@@ -52,19 +53,19 @@ class FakeRunController:
     def __init__(self) -> None:
         self.calls: list[ControlCall] = []
         self.effects: list[ControlCall] = []
-        self._script: deque[ControlResult] = deque()
-        self._done: dict[str, ControlResult] = {}
+        self._script: deque[SendResult] = deque()
+        self._done: dict[str, SendResult] = {}
 
-    def script(self, *results: ControlResult) -> None:
+    def script(self, *results: SendResult) -> None:
         """Answer the next calls (with a key not yet done) with ``results``, in order."""
         self._script.extend(results)
 
-    async def retry_run(self, run_id: str, *, idempotency_key: str) -> ControlResult:
+    async def retry_run(self, run_id: str, *, idempotency_key: str) -> SendResult:
         return self._handle(
             ControlCall("retry_run", resource_key(run_id, "flow-run"), idempotency_key)
         )
 
-    async def cancel_run(self, run_id: str, *, idempotency_key: str) -> ControlResult:
+    async def cancel_run(self, run_id: str, *, idempotency_key: str) -> SendResult:
         return self._handle(
             ControlCall("cancel_run", resource_key(run_id, "flow-run"), idempotency_key)
         )
@@ -78,7 +79,7 @@ class FakeRunController:
         message: str | None = None,
         force: bool = False,
         idempotency_key: str,
-    ) -> ControlResult:
+    ) -> SendResult:
         arguments = {
             "state_type": state_type.upper(),
             "name": name,
@@ -98,7 +99,7 @@ class FakeRunController:
         idempotency_key: str,
         schedule_after: timedelta | None = None,
         job_variables: Mapping[str, Any] | None = None,
-    ) -> ControlResult:
+    ) -> SendResult:
         arguments = {
             "parameters": dict(parameters),
             "schedule_after": schedule_after,
@@ -109,11 +110,11 @@ class FakeRunController:
         )
         return self._handle(call)
 
-    def _handle(self, call: ControlCall) -> ControlResult:
+    def _handle(self, call: ControlCall) -> SendResult:
         self.calls.append(call)
         earlier = self._done.get(call.idempotency_key)
         if earlier is not None:
-            return ControlResult.success(
+            return SendResult.success(
                 earlier.target,
                 0.0,
                 reason="already done with this idempotency key",
@@ -126,11 +127,11 @@ class FakeRunController:
             self.effects.append(call)
         return result
 
-    def _success(self, call: ControlCall) -> ControlResult:
+    def _success(self, call: ControlCall) -> SendResult:
         created = None
         if call.operation == "run_deployment":
             created = str(uuid.uuid5(_CREATED_IDS, call.idempotency_key))
-        return ControlResult.success(
+        return SendResult.success(
             self.target,
             0.0,
             reason=f"{call.operation} done",
