@@ -9,7 +9,7 @@ A pipeline of small stages over each claimed batch::
       → retry policy (per action: backoff + jitter, Retry-After, max attempts, max age)
       → dead letter + fallback intent → emit action events → record (bulk, one transaction)
 
-One stage owns backoff (here); notifiers and orchestrator adapters never retry.
+One stage owns backoff (``retry``, used here); notifiers and orchestrator adapters never retry.
 An attempt is claimed with a conditional update, so two dispatchers never send
 the same row at once; an attempt interrupted by a crash is retried when its
 lease ends (at start-up in the single-process embedded default). The outbox id
@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 import httpx
 import structlog
-from pydantic import TypeAdapter
 
 from automations.delivery.actions import (
     ActionResult,
@@ -43,8 +40,9 @@ from automations.delivery.actions import (
     prepare,
     template_context,
 )
-from automations.delivery.channels import TokenBucket
 from automations.delivery.grouping_stage import DIGEST_STATE
+from automations.delivery.retry import RetryPolicy, next_status
+from automations.delivery.throttle import TokenBucket, throttle
 from automations.state import AttemptRow, Firing, Intent, OutboxRow, Outcome, StateStore
 from automations.state.model import as_read
 from events.clock import Clock
@@ -53,40 +51,10 @@ from notifiers import Notifier
 
 log = structlog.get_logger("runbell.dispatcher")
 
+__all__ = ["FALLBACK_SUFFIX", "Dispatcher", "GroupingStage", "RetryPolicy"]
+
 FALLBACK_SUFFIX = ":fallback"
 _COMMITTED_MAX = 4096
-_TIMEDELTA: TypeAdapter[timedelta] = TypeAdapter(timedelta)
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    max_attempts: int = 5
-    base_delay: timedelta = timedelta(seconds=1)
-    max_delay: timedelta = timedelta(minutes=5)
-    max_age: timedelta = timedelta(hours=24)
-    lease: timedelta = timedelta(seconds=60)
-
-    def delay(self, attempt: int, retry_after: float | None) -> timedelta:
-        """Exponential backoff with full jitter; ``Retry-After`` wins when larger."""
-        cap = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
-        backoff = timedelta(seconds=random.uniform(cap.total_seconds() / 2, cap.total_seconds()))
-        if retry_after is not None:
-            backoff = max(backoff, timedelta(seconds=retry_after))
-        return backoff
-
-    def for_action(self, action: Mapping[str, Any]) -> RetryPolicy:
-        """This policy with the action's own ``retry:`` (max_attempts, max_age, backoff)."""
-        retry = action.get("retry")
-        if not isinstance(retry, Mapping):
-            return self
-        changes: dict[str, Any] = {}
-        if isinstance(retry.get("max_attempts"), int):
-            changes["max_attempts"] = retry["max_attempts"]
-        for key, attr in (("max_age", "max_age"), ("backoff", "base_delay")):
-            value = _duration(retry.get(key))
-            if value is not None:
-                changes[attr] = value
-        return dataclasses.replace(self, **changes) if changes else self
 
 
 class GroupingStage(Protocol):
@@ -295,7 +263,9 @@ class Dispatcher:
                 self._committed = known | self._committed
         if not claimed:
             return 0, [], {}
-        rows = await self._throttle(await self._group(claimed, firings, now), now)
+        rows = await throttle(
+            self.state, self.rate_limits, await self._group(claimed, firings, now), now
+        )
         return len(claimed), rows, firings
 
     async def _claim(self, room: int) -> int:
@@ -355,24 +325,6 @@ class Dispatcher:
         await self._record(finished)
         return claimed
 
-    async def _throttle(self, rows: list[OutboxRow], now: datetime) -> list[OutboxRow]:
-        """Rows whose channel has a token now; the others are deferred until one is due."""
-        if not self.rate_limits:
-            return rows
-        go: list[OutboxRow] = []
-        deferred: list[tuple[str, datetime]] = []
-        for row in rows:
-            bucket = self.rate_limits.get(str(row.action.get("channel")))
-            wait = bucket.take(now) if bucket is not None else timedelta(0)
-            if wait > timedelta(0):
-                deferred.append((row.id, now + wait))
-            else:
-                go.append(row)
-        if deferred:
-            await self.state.defer(deferred)
-            log.info("rate_limited", deferred=len(deferred))
-        return go
-
     async def _prepare(
         self, rows: Sequence[OutboxRow], firings: Mapping[str, Firing]
     ) -> dict[str, Job]:
@@ -405,7 +357,7 @@ class Dispatcher:
                 job = Job(row, firing, template_context(firing, self.ui_base_url))
             result = await self._execute(job)
         self._log(row, result)
-        status, next_at = _next(row, result, now, self.policy)
+        status, next_at = next_status(row, result, now, self.policy)
         # Every field given, typed: no validation. (model_construct skips configuring the
         # mappers; the claim that returned ``row`` has just done it.)
         attempt = AttemptRow.model_construct(
@@ -494,27 +446,3 @@ class Dispatcher:
                 reason=result.reason,
                 **fields,
             )
-
-
-def _next(
-    row: OutboxRow, result: ActionResult, now: datetime, defaults: RetryPolicy
-) -> tuple[str, datetime | None]:
-    if result.ok:
-        return "sent", None
-    policy = defaults.for_action(row.action)  # read only on a failure: most attempts succeed
-    too_old = now - row.created_at >= policy.max_age
-    if not result.retryable or row.attempts >= policy.max_attempts or too_old:
-        return "dead", None
-    return "pending", now + policy.delay(row.attempts, result.retry_after)
-
-
-def _duration(value: Any) -> timedelta | None:
-    """A duration as stored in an action (ISO 8601 from model_dump, or seconds)."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        try:
-            return _TIMEDELTA.validate_python(value)
-        except ValueError:
-            return None
-    return None
