@@ -24,7 +24,7 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import structlog
@@ -35,15 +35,18 @@ from automations.delivery.actions import (
     Job,
     RunController,
     Runtime,
+    StoredAction,
     action_event,
     execute,
+    load_action,
     prepare,
     template_context,
 )
-from automations.delivery.grouping_stage import DIGEST_STATE
-from automations.delivery.retry import RetryPolicy, next_status
+from automations.delivery.grouping_stage import DIGEST_STATE, GroupingStage
+from automations.delivery.retry import FALLBACK_SUFFIX, RetryPolicy, fallback_intent, next_status
 from automations.delivery.throttle import TokenBucket, throttle
-from automations.state import AttemptRow, Firing, Intent, OutboxRow, Outcome, StateStore
+from automations.spec import NotifyAction
+from automations.state import AttemptRow, Firing, OutboxRow, Outcome, StateStore
 from automations.state.model import as_read
 from events.clock import Clock
 from events.model import Event
@@ -53,31 +56,10 @@ log = structlog.get_logger("runbell.dispatcher")
 
 __all__ = ["FALLBACK_SUFFIX", "Dispatcher", "GroupingStage", "RetryPolicy"]
 
-FALLBACK_SUFFIX = ":fallback"
 _COMMITTED_MAX = 4096
 
-
-class GroupingStage(Protocol):
-    """Notification grouping (``automations/delivery/grouping_stage.py``, issue 4 point 3).
-
-    Claimed rows the stage ``claims`` (a notify with ``group_by``) are not sent:
-    ``absorb`` takes a whole claimed batch into its groups and records those rows
-    ``grouped`` itself, in one transaction, before throttling (a grouped row takes
-    no rate-limit token). The dispatcher's timer calls ``flush`` at
-    ``next_flush``; it owes each digest as an outbox row whose firing has state
-    ``digest``, and ``deliver`` renders and sends such a row on the normal path
-    (retries, rate limit, fallback).
-    """
-
-    def claims(self, row: OutboxRow, firing: Firing) -> bool: ...
-
-    async def absorb(self, jobs: Sequence[tuple[OutboxRow, Firing]], now: datetime) -> int: ...
-
-    async def flush(self, now: datetime) -> int: ...
-
-    async def next_flush(self) -> datetime | None: ...
-
-    async def deliver(self, job: Job) -> ActionResult: ...
+Claimed = tuple[OutboxRow, StoredAction]
+"""A claimed row and its action, parsed once from the row's JSON at the claim."""
 
 
 @dataclass(slots=True)
@@ -223,19 +205,23 @@ class Dispatcher:
         return owed
 
     async def _group(
-        self, rows: list[OutboxRow], firings: Mapping[str, Firing], now: datetime
-    ) -> list[OutboxRow]:
+        self, rows: list[Claimed], firings: Mapping[str, Firing], now: datetime
+    ) -> list[Claimed]:
         """Hand the grouped notifies to the grouping stage; the rows left to send."""
         if self.grouping is None:
             return rows
-        grouped: list[tuple[OutboxRow, Firing]] = []
-        rest: list[OutboxRow] = []
-        for row in rows:
+        grouped: list[tuple[OutboxRow, NotifyAction, Firing]] = []
+        rest: list[Claimed] = []
+        for row, action in rows:
             firing = firings.get(row.firing_id)
-            if firing is not None and self.grouping.claims(row, firing):
-                grouped.append((row, firing))
+            if (
+                firing is not None
+                and isinstance(action, NotifyAction)
+                and self.grouping.claims(action, firing)
+            ):
+                grouped.append((row, action, firing))
             else:
-                rest.append(row)
+                rest.append((row, action))
         if grouped:
             await self.grouping.absorb(grouped, now)
             await self._notify_progress()
@@ -247,9 +233,11 @@ class Dispatcher:
 
     async def _take(
         self, now: datetime, room: int
-    ) -> tuple[int, list[OutboxRow], Mapping[str, Firing]]:
-        """Claim up to ``room`` due rows; hand grouped ones to their group and defer
-        rate-limited ones. Returns (rows claimed, rows to send now, their firings)."""
+    ) -> tuple[int, list[Claimed], Mapping[str, Firing]]:
+        """Claim up to ``room`` due rows and parse their actions (the one place a row's
+        stored JSON becomes the typed action); hand grouped ones to their group and
+        defer rate-limited ones. Returns (rows claimed, rows to send now with their
+        actions, their firings)."""
         # The claim reads the snapshot off the loop: engine commits during it add to a
         # new dict; what this claim did not use goes back (bounded by ``committed``).
         known, self._committed = self._committed, {}
@@ -263,8 +251,9 @@ class Dispatcher:
                 self._committed = known | self._committed
         if not claimed:
             return 0, [], {}
+        typed = [(row, load_action(row.action)) for row in claimed]
         rows = await throttle(
-            self.state, self.rate_limits, await self._group(claimed, firings, now), now
+            self.state, self.rate_limits, await self._group(typed, firings, now), now
         )
         return len(claimed), rows, firings
 
@@ -272,9 +261,9 @@ class Dispatcher:
         now = self.clock.now()
         claimed, rows, firings = await self._take(now, room)
         jobs = await self._prepare(rows, firings)
-        for row in rows:
+        for row, action in rows:
             task = asyncio.create_task(
-                self._deliver(row, firings.get(row.firing_id), now, jobs.get(row.id))
+                self._deliver(row, action, firings.get(row.firing_id), now, jobs.get(row.id))
             )
             self._in_flight.add(task)
             task.add_done_callback(self._done)
@@ -320,20 +309,23 @@ class Dispatcher:
         claimed, rows, firings = await self._take(now, 10_000)
         jobs = await self._prepare(rows, firings)
         finished = await asyncio.gather(
-            *(self._deliver(row, firings.get(row.firing_id), now, jobs.get(row.id)) for row in rows)
+            *(
+                self._deliver(row, action, firings.get(row.firing_id), now, jobs.get(row.id))
+                for row, action in rows
+            )
         )
         await self._record(finished)
         return claimed
 
     async def _prepare(
-        self, rows: Sequence[OutboxRow], firings: Mapping[str, Firing]
+        self, rows: Sequence[Claimed], firings: Mapping[str, Firing]
     ) -> dict[str, Job]:
         """The batch's notify jobs with their messages rendered, in one worker-thread hop
         (rendering is CPU work with a time limit: off the loop, but not one hop per row)."""
         jobs = [
-            Job(row, firing, template_context(firing, self.ui_base_url))
-            for row in rows
-            if row.action.get("type") == "notify"
+            Job(row, action, firing, template_context(firing, self.ui_base_url))
+            for row, action in rows
+            if isinstance(action, NotifyAction)
             and (firing := firings.get(row.firing_id)) is not None
             and firing.state != DIGEST_STATE
         ]
@@ -347,17 +339,22 @@ class Dispatcher:
         return {job.row.id: job for job in prepared}
 
     async def _deliver(
-        self, row: OutboxRow, firing: Firing | None, now: datetime, job: Job | None = None
+        self,
+        row: OutboxRow,
+        action: StoredAction,
+        firing: Firing | None,
+        now: datetime,
+        job: Job | None = None,
     ) -> _Finished:
-        action_type = str(row.action.get("type", "?"))
+        action_type = action.type
         if firing is None:
             result = ActionResult.failed("-", f"firing {row.firing_id} is missing")
         else:
             if job is None:
-                job = Job(row, firing, template_context(firing, self.ui_base_url))
+                job = Job(row, action, firing, template_context(firing, self.ui_base_url))
             result = await self._execute(job)
-        self._log(row, result)
-        status, next_at = next_status(row, result, now, self.policy)
+        self._log(row, action_type, result)
+        status, next_at = next_status(row, action, result, now, self.policy)
         # Every field given, typed: no validation. (model_construct skips configuring the
         # mappers; the claim that returned ``row`` has just done it.)
         attempt = AttemptRow.model_construct(
@@ -372,7 +369,7 @@ class Dispatcher:
             reason=result.reason[:2000],
             series=row.series,
         )
-        spawn = self._fallback(row) if status == "dead" else ()
+        spawn = fallback_intent(row, action) if status == "dead" else ()
         outcome = Outcome(
             attempt,
             status,
@@ -415,20 +412,11 @@ class Dispatcher:
             return await self.grouping.deliver(job)
         return await execute(job, self.runtime)
 
-    def _fallback(self, row: OutboxRow) -> tuple[Intent, ...]:
-        """A dead notify with ``fallback`` owes the same message on the fallback channel."""
-        fallback = row.action.get("fallback")
-        if row.action.get("type") != "notify" or not fallback or row.id.endswith(FALLBACK_SUFFIX):
-            return ()
-        action = {**row.action, "channel": fallback, "fallback": None}
-        log.warning("action_fallback", outbox=row.id, channel=fallback)
-        return (Intent(row.firing_id, row.automation, row.action_index, action, FALLBACK_SUFFIX),)
-
-    def _log(self, row: OutboxRow, result: ActionResult) -> None:
+    def _log(self, row: OutboxRow, action_type: str, result: ActionResult) -> None:
         fields: dict[str, Any] = {
             "outbox": row.id,
             "automation": row.automation,
-            "action": row.action.get("type"),
+            "action": action_type,
             "attempt": row.attempts,
             "target": result.target,
             "latency_ms": round(result.latency_ms, 1),

@@ -2,26 +2,29 @@
 
 Exponential backoff with full jitter (``Retry-After`` wins when larger), at most
 ``max_attempts`` attempts, none after ``max_age``; an action's own ``retry:``
-overrides the defaults. Notifiers and orchestrator adapters never retry.
+overrides the defaults. Notifiers and orchestrator adapters never retry. A dead
+notify with ``fallback`` owes one more intent (:func:`fallback_intent`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import TypeAdapter
+import structlog
 
-from automations.delivery.actions import ActionResult
-from automations.state import OutboxRow
+from automations.delivery.actions import ActionResult, InvalidAction, StoredAction
+from automations.spec import NotifyAction, RetrySpec
+from automations.state import Intent, OutboxRow
 
-__all__ = ["RetryPolicy", "next_status"]
+__all__ = ["FALLBACK_SUFFIX", "RetryPolicy", "fallback_intent", "next_status"]
 
-_TIMEDELTA: TypeAdapter[timedelta] = TypeAdapter(timedelta)
+log = structlog.get_logger("runbell.dispatcher")
+
+FALLBACK_SUFFIX = ":fallback"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,40 +43,46 @@ class RetryPolicy:
             backoff = max(backoff, timedelta(seconds=retry_after))
         return backoff
 
-    def for_action(self, action: Mapping[str, Any]) -> RetryPolicy:
-        """This policy with the action's own ``retry:`` (max_attempts, max_age, backoff)."""
-        retry = action.get("retry")
-        if not isinstance(retry, Mapping):
+    def for_action(self, retry: RetrySpec | None) -> RetryPolicy:
+        """This policy with an action's own ``retry:`` (max_attempts, max_age, backoff).
+
+        Only the fields the stored action gives replace this policy's (an intent the
+        engine wrote gives all three: it stores the full model)."""
+        if retry is None:
             return self
+        given = retry.model_fields_set
         changes: dict[str, Any] = {}
-        if isinstance(retry.get("max_attempts"), int):
-            changes["max_attempts"] = retry["max_attempts"]
-        for key, attr in (("max_age", "max_age"), ("backoff", "base_delay")):
-            value = _duration(retry.get(key))
-            if value is not None:
-                changes[attr] = value
+        if "max_attempts" in given:
+            changes["max_attempts"] = retry.max_attempts
+        if "max_age" in given:
+            changes["max_age"] = retry.max_age
+        if "backoff" in given:
+            changes["base_delay"] = retry.backoff
         return dataclasses.replace(self, **changes) if changes else self
 
 
 def next_status(
-    row: OutboxRow, result: ActionResult, now: datetime, defaults: RetryPolicy
+    row: OutboxRow, action: StoredAction, result: ActionResult, now: datetime, defaults: RetryPolicy
 ) -> tuple[str, datetime | None]:
+    """The row's status after ``result``: sent, pending (retried at the returned time) or dead."""
     if result.ok:
         return "sent", None
-    policy = defaults.for_action(row.action)  # read only on a failure: most attempts succeed
+    # Read only on a failure: most attempts succeed. An invalid action fails unretryably.
+    policy = defaults.for_action(None if isinstance(action, InvalidAction) else action.retry)
     too_old = now - row.created_at >= policy.max_age
     if not result.retryable or row.attempts >= policy.max_attempts or too_old:
         return "dead", None
     return "pending", now + policy.delay(row.attempts, result.retry_after)
 
 
-def _duration(value: Any) -> timedelta | None:
-    """A duration as stored in an action (ISO 8601 from model_dump, or seconds)."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        try:
-            return _TIMEDELTA.validate_python(value)
-        except ValueError:
-            return None
-    return None
+def fallback_intent(row: OutboxRow, action: StoredAction) -> tuple[Intent, ...]:
+    """A dead notify with ``fallback`` owes the same message on the fallback channel: the
+    notify's JSON with the fallback as its channel and no fallback of its own (no chain)."""
+    if not isinstance(action, NotifyAction) or not action.fallback:
+        return ()
+    if row.id.endswith(FALLBACK_SUFFIX):
+        return ()
+    owed = action.model_copy(update={"channel": action.fallback, "fallback": None})
+    log.warning("action_fallback", outbox=row.id, channel=action.fallback)
+    stored = owed.model_dump(mode="json")
+    return (Intent(row.firing_id, row.automation, row.action_index, stored, FALLBACK_SUFFIX),)

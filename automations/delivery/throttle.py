@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from automations.spec import RateLimit
+from automations.delivery.actions import StoredAction
+from automations.spec import NotifyAction, RateLimit
 from automations.state import OutboxRow, StateStore
 
 __all__ = ["TokenBucket", "throttle"]
@@ -41,20 +42,23 @@ class TokenBucket:
 
 
 async def throttle(
-    state: StateStore, rate_limits: Mapping[str, TokenBucket], rows: list[OutboxRow], now: datetime
-) -> list[OutboxRow]:
+    state: StateStore,
+    rate_limits: Mapping[str, TokenBucket],
+    rows: list[tuple[OutboxRow, StoredAction]],
+    now: datetime,
+) -> list[tuple[OutboxRow, StoredAction]]:
     """Rows whose channel has a token now; the others are deferred until one is due."""
     if not rate_limits:
         return rows
-    go: list[OutboxRow] = []
+    go: list[tuple[OutboxRow, StoredAction]] = []
     deferred: list[tuple[str, datetime]] = []
-    for row in rows:
-        bucket = rate_limits.get(str(row.action.get("channel")))
+    for row, action in rows:
+        bucket = rate_limits.get(action.channel) if isinstance(action, NotifyAction) else None
         wait = bucket.take(now) if bucket is not None else timedelta(0)
         if wait > timedelta(0):
             deferred.append((row.id, now + wait))
         else:
-            go.append(row)
+            go.append((row, action))
     if deferred:
         await state.defer(deferred)
         log.info("rate_limited", deferred=len(deferred))
