@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
 from automations.delivery.orchestrators import HttpController, PrefectController, RequestTemplate
 from automations.delivery.orchestrators.base import RunController
-from automations.spec import Channel, Orchestrator, RateLimit
+from automations.delivery.throttle import TokenBucket
+from automations.spec import Channel, Orchestrator
 from events.clock import Clock
 from notifiers import AppriseNotifier, EmailNotifier, Notifier, SlackNotifier, WebhookNotifier
 
@@ -29,31 +29,6 @@ __all__ = [
     "build_notifier",
     "close_all",
 ]
-
-
-class TokenBucket:
-    """``count`` tokens per ``per``, bursting up to ``count``; time is whatever ``now`` says."""
-
-    def __init__(self, limit: RateLimit) -> None:
-        self.capacity = float(limit.count)
-        self.interval = limit.per / limit.count  # time to earn one token
-        self._tokens = self.capacity
-        self._at: datetime | None = None
-
-    def _refill(self, now: datetime) -> None:
-        if self._at is not None and now > self._at:
-            earned = (now - self._at) / self.interval
-            self._tokens = min(self.capacity, self._tokens + earned)
-        if self._at is None or now > self._at:
-            self._at = now
-
-    def take(self, now: datetime) -> timedelta:
-        """Take a token: ``0`` when one was free, else how long until one will be (none taken)."""
-        self._refill(now)
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return timedelta(0)
-        return self.interval * (1 - self._tokens)
 
 
 def build_notifier(channel: Channel) -> Notifier:

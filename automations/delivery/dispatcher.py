@@ -9,7 +9,7 @@ A pipeline of small stages over each claimed batch::
       → retry policy (per action: backoff + jitter, Retry-After, max attempts, max age)
       → dead letter + fallback intent → emit action events → record (bulk, one transaction)
 
-One stage owns backoff (here); notifiers and orchestrator adapters never retry.
+One stage owns backoff (``retry``, used here); notifiers and orchestrator adapters never retry.
 An attempt is claimed with a conditional update, so two dispatchers never send
 the same row at once; an attempt interrupted by a crash is retried when its
 lease ends (at start-up in the single-process embedded default). The outbox id
@@ -21,29 +21,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any
 
 import structlog
-from pydantic import TypeAdapter
 
 from automations.delivery.actions import (
     Emit,
     Job,
     RunController,
     Runtime,
+    StoredAction,
     action_event,
     execute,
+    load_action,
     prepare,
     template_context,
 )
-from automations.delivery.channels import TokenBucket
-from automations.delivery.grouping_stage import DIGEST_STATE
-from automations.state import AttemptRow, Firing, Intent, OutboxRow, Outcome, StateStore
+from automations.delivery.grouping_stage import DIGEST_STATE, GroupingStage
+from automations.delivery.retry import FALLBACK_SUFFIX, RetryPolicy, fallback_intent, next_status
+from automations.delivery.throttle import TokenBucket, throttle
+from automations.spec import NotifyAction
+from automations.state import AttemptRow, Firing, OutboxRow, Outcome, StateStore
 from automations.state.model import as_read
 from events.clock import Clock
 from events.model import Event
@@ -51,63 +52,12 @@ from notifiers import HttpClient, Notifier, SendResult
 
 log = structlog.get_logger("runbell.dispatcher")
 
-FALLBACK_SUFFIX = ":fallback"
+__all__ = ["FALLBACK_SUFFIX", "Dispatcher", "GroupingStage", "RetryPolicy"]
+
 _COMMITTED_MAX = 4096
-_TIMEDELTA: TypeAdapter[timedelta] = TypeAdapter(timedelta)
 
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    max_attempts: int = 5
-    base_delay: timedelta = timedelta(seconds=1)
-    max_delay: timedelta = timedelta(minutes=5)
-    max_age: timedelta = timedelta(hours=24)
-    lease: timedelta = timedelta(seconds=60)
-
-    def delay(self, attempt: int, retry_after: float | None) -> timedelta:
-        """Exponential backoff with full jitter; ``Retry-After`` wins when larger."""
-        cap = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
-        backoff = timedelta(seconds=random.uniform(cap.total_seconds() / 2, cap.total_seconds()))
-        if retry_after is not None:
-            backoff = max(backoff, timedelta(seconds=retry_after))
-        return backoff
-
-    def for_action(self, action: Mapping[str, Any]) -> RetryPolicy:
-        """This policy with the action's own ``retry:`` (max_attempts, max_age, backoff)."""
-        retry = action.get("retry")
-        if not isinstance(retry, Mapping):
-            return self
-        changes: dict[str, Any] = {}
-        if isinstance(retry.get("max_attempts"), int):
-            changes["max_attempts"] = retry["max_attempts"]
-        for key, attr in (("max_age", "max_age"), ("backoff", "base_delay")):
-            value = _duration(retry.get(key))
-            if value is not None:
-                changes[attr] = value
-        return dataclasses.replace(self, **changes) if changes else self
-
-
-class GroupingStage(Protocol):
-    """Notification grouping (``automations/delivery/grouping_stage.py``, issue 4 point 3).
-
-    Claimed rows the stage ``claims`` (a notify with ``group_by``) are not sent:
-    ``absorb`` takes a whole claimed batch into its groups and records those rows
-    ``grouped`` itself, in one transaction, before throttling (a grouped row takes
-    no rate-limit token). The dispatcher's timer calls ``flush`` at
-    ``next_flush``; it owes each digest as an outbox row whose firing has state
-    ``digest``, and ``deliver`` renders and sends such a row on the normal path
-    (retries, rate limit, fallback).
-    """
-
-    def claims(self, row: OutboxRow, firing: Firing) -> bool: ...
-
-    async def absorb(self, jobs: Sequence[tuple[OutboxRow, Firing]], now: datetime) -> int: ...
-
-    async def flush(self, now: datetime) -> int: ...
-
-    async def next_flush(self) -> datetime | None: ...
-
-    async def deliver(self, job: Job) -> SendResult: ...
+Claimed = tuple[OutboxRow, StoredAction]
+"""A claimed row and its action, parsed once from the row's JSON at the claim."""
 
 
 @dataclass(slots=True)
@@ -253,19 +203,23 @@ class Dispatcher:
         return owed
 
     async def _group(
-        self, rows: list[OutboxRow], firings: Mapping[str, Firing], now: datetime
-    ) -> list[OutboxRow]:
+        self, rows: list[Claimed], firings: Mapping[str, Firing], now: datetime
+    ) -> list[Claimed]:
         """Hand the grouped notifies to the grouping stage; the rows left to send."""
         if self.grouping is None:
             return rows
-        grouped: list[tuple[OutboxRow, Firing]] = []
-        rest: list[OutboxRow] = []
-        for row in rows:
+        grouped: list[tuple[OutboxRow, NotifyAction, Firing]] = []
+        rest: list[Claimed] = []
+        for row, action in rows:
             firing = firings.get(row.firing_id)
-            if firing is not None and self.grouping.claims(row, firing):
-                grouped.append((row, firing))
+            if (
+                firing is not None
+                and isinstance(action, NotifyAction)
+                and self.grouping.claims(action, firing)
+            ):
+                grouped.append((row, action, firing))
             else:
-                rest.append(row)
+                rest.append((row, action))
         if grouped:
             await self.grouping.absorb(grouped, now)
             await self._notify_progress()
@@ -277,9 +231,11 @@ class Dispatcher:
 
     async def _take(
         self, now: datetime, room: int
-    ) -> tuple[int, list[OutboxRow], Mapping[str, Firing]]:
-        """Claim up to ``room`` due rows; hand grouped ones to their group and defer
-        rate-limited ones. Returns (rows claimed, rows to send now, their firings)."""
+    ) -> tuple[int, list[Claimed], Mapping[str, Firing]]:
+        """Claim up to ``room`` due rows and parse their actions (the one place a row's
+        stored JSON becomes the typed action); hand grouped ones to their group and
+        defer rate-limited ones. Returns (rows claimed, rows to send now with their
+        actions, their firings)."""
         # The claim reads the snapshot off the loop: engine commits during it add to a
         # new dict; what this claim did not use goes back (bounded by ``committed``).
         known, self._committed = self._committed, {}
@@ -293,16 +249,19 @@ class Dispatcher:
                 self._committed = known | self._committed
         if not claimed:
             return 0, [], {}
-        rows = await self._throttle(await self._group(claimed, firings, now), now)
+        typed = [(row, load_action(row.action)) for row in claimed]
+        rows = await throttle(
+            self.state, self.rate_limits, await self._group(typed, firings, now), now
+        )
         return len(claimed), rows, firings
 
     async def _claim(self, room: int) -> int:
         now = self.clock.now()
         claimed, rows, firings = await self._take(now, room)
         jobs = await self._prepare(rows, firings)
-        for row in rows:
+        for row, action in rows:
             task = asyncio.create_task(
-                self._deliver(row, firings.get(row.firing_id), now, jobs.get(row.id))
+                self._deliver(row, action, firings.get(row.firing_id), now, jobs.get(row.id))
             )
             self._in_flight.add(task)
             task.add_done_callback(self._done)
@@ -348,38 +307,23 @@ class Dispatcher:
         claimed, rows, firings = await self._take(now, 10_000)
         jobs = await self._prepare(rows, firings)
         finished = await asyncio.gather(
-            *(self._deliver(row, firings.get(row.firing_id), now, jobs.get(row.id)) for row in rows)
+            *(
+                self._deliver(row, action, firings.get(row.firing_id), now, jobs.get(row.id))
+                for row, action in rows
+            )
         )
         await self._record(finished)
         return claimed
 
-    async def _throttle(self, rows: list[OutboxRow], now: datetime) -> list[OutboxRow]:
-        """Rows whose channel has a token now; the others are deferred until one is due."""
-        if not self.rate_limits:
-            return rows
-        go: list[OutboxRow] = []
-        deferred: list[tuple[str, datetime]] = []
-        for row in rows:
-            bucket = self.rate_limits.get(str(row.action.get("channel")))
-            wait = bucket.take(now) if bucket is not None else timedelta(0)
-            if wait > timedelta(0):
-                deferred.append((row.id, now + wait))
-            else:
-                go.append(row)
-        if deferred:
-            await self.state.defer(deferred)
-            log.info("rate_limited", deferred=len(deferred))
-        return go
-
     async def _prepare(
-        self, rows: Sequence[OutboxRow], firings: Mapping[str, Firing]
+        self, rows: Sequence[Claimed], firings: Mapping[str, Firing]
     ) -> dict[str, Job]:
         """The batch's notify jobs with their messages rendered, in one worker-thread hop
         (rendering is CPU work with a time limit: off the loop, but not one hop per row)."""
         jobs = [
-            Job(row, firing, template_context(firing, self.ui_base_url))
-            for row in rows
-            if row.action.get("type") == "notify"
+            Job(row, action, firing, template_context(firing, self.ui_base_url))
+            for row, action in rows
+            if isinstance(action, NotifyAction)
             and (firing := firings.get(row.firing_id)) is not None
             and firing.state != DIGEST_STATE
         ]
@@ -393,17 +337,22 @@ class Dispatcher:
         return {job.row.id: job for job in prepared}
 
     async def _deliver(
-        self, row: OutboxRow, firing: Firing | None, now: datetime, job: Job | None = None
+        self,
+        row: OutboxRow,
+        action: StoredAction,
+        firing: Firing | None,
+        now: datetime,
+        job: Job | None = None,
     ) -> _Finished:
-        action_type = str(row.action.get("type", "?"))
+        action_type = action.type
         if firing is None:
             result = SendResult.failed("-", f"firing {row.firing_id} is missing")
         else:
             if job is None:
-                job = Job(row, firing, template_context(firing, self.ui_base_url))
+                job = Job(row, action, firing, template_context(firing, self.ui_base_url))
             result = await self._execute(job)
-        self._log(row, result)
-        status, next_at = _next(row, result, now, self.policy)
+        self._log(row, action_type, result)
+        status, next_at = next_status(row, action, result, now, self.policy)
         # Every field given, typed: no validation. (model_construct skips configuring the
         # mappers; the claim that returned ``row`` has just done it.)
         attempt = AttemptRow.model_construct(
@@ -418,7 +367,7 @@ class Dispatcher:
             reason=result.reason[:2000],
             series=row.series,
         )
-        spawn = self._fallback(row) if status == "dead" else ()
+        spawn = fallback_intent(row, action) if status == "dead" else ()
         outcome = Outcome(
             attempt,
             status,
@@ -461,20 +410,11 @@ class Dispatcher:
             return await self.grouping.deliver(job)
         return await execute(job, self.runtime)
 
-    def _fallback(self, row: OutboxRow) -> tuple[Intent, ...]:
-        """A dead notify with ``fallback`` owes the same message on the fallback channel."""
-        fallback = row.action.get("fallback")
-        if row.action.get("type") != "notify" or not fallback or row.id.endswith(FALLBACK_SUFFIX):
-            return ()
-        action = {**row.action, "channel": fallback, "fallback": None}
-        log.warning("action_fallback", outbox=row.id, channel=fallback)
-        return (Intent(row.firing_id, row.automation, row.action_index, action, FALLBACK_SUFFIX),)
-
-    def _log(self, row: OutboxRow, result: SendResult) -> None:
+    def _log(self, row: OutboxRow, action_type: str, result: SendResult) -> None:
         fields: dict[str, Any] = {
             "outbox": row.id,
             "automation": row.automation,
-            "action": row.action.get("type"),
+            "action": action_type,
             "attempt": row.attempts,
             "target": result.target,
             "latency_ms": round(result.latency_ms, 1),
@@ -492,27 +432,3 @@ class Dispatcher:
                 reason=result.reason,
                 **fields,
             )
-
-
-def _next(
-    row: OutboxRow, result: SendResult, now: datetime, defaults: RetryPolicy
-) -> tuple[str, datetime | None]:
-    if result.ok:
-        return "sent", None
-    policy = defaults.for_action(row.action)  # read only on a failure: most attempts succeed
-    too_old = now - row.created_at >= policy.max_age
-    if not result.retryable or row.attempts >= policy.max_attempts or too_old:
-        return "dead", None
-    return "pending", now + policy.delay(row.attempts, result.retry_after)
-
-
-def _duration(value: Any) -> timedelta | None:
-    """A duration as stored in an action (ISO 8601 from model_dump, or seconds)."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        try:
-            return _TIMEDELTA.validate_python(value)
-        except ValueError:
-            return None
-    return None

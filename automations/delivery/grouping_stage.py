@@ -44,10 +44,9 @@ import asyncio
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
-from pydantic import ValidationError
 
 from automations.core.grouping import (
     Alert,
@@ -58,7 +57,7 @@ from automations.core.grouping import (
     digest_context,
     flush_due,
 )
-from automations.delivery.actions import Job, parse_action, template_context
+from automations.delivery.actions import Job, StoredAction, template_context
 from automations.spec import Automation, NotifyAction
 from automations.state import (
     AttemptRow,
@@ -71,7 +70,7 @@ from automations.state import (
 )
 from notifiers import Message, Notifier, SendResult, TemplateError, default_message, render
 
-__all__ = ["DIGEST_STATE", "NotifyGrouping", "alert_labels", "render_digest"]
+__all__ = ["DIGEST_STATE", "GroupingStage", "NotifyGrouping", "alert_labels", "render_digest"]
 
 log = structlog.get_logger("runbell.grouping")
 
@@ -82,8 +81,33 @@ NEXT_FLUSH_TTL = 1.0
 MAX_LISTED = 20  # alerts listed per section of a default digest body
 
 
+class GroupingStage(Protocol):
+    """What the dispatcher needs of notification grouping (issue 4 point 3).
+
+    Claimed rows whose action the stage ``claims`` (a notify with ``group_by``) are not sent:
+    ``absorb`` takes a whole claimed batch into its groups and records those rows
+    ``grouped`` itself, in one transaction, before throttling (a grouped row takes
+    no rate-limit token). The dispatcher's timer calls ``flush`` at
+    ``next_flush``; it owes each digest as an outbox row whose firing has state
+    ``digest``, and ``deliver`` renders and sends such a row on the normal path
+    (retries, rate limit, fallback).
+    """
+
+    def claims(self, action: StoredAction, firing: Firing) -> bool: ...
+
+    async def absorb(
+        self, jobs: Sequence[tuple[OutboxRow, NotifyAction, Firing]], now: datetime
+    ) -> int: ...
+
+    async def flush(self, now: datetime) -> int: ...
+
+    async def next_flush(self) -> datetime | None: ...
+
+    async def deliver(self, job: Job) -> SendResult: ...
+
+
 class NotifyGrouping:
-    """Grouping for the dispatcher (its ``GroupingStage``), on the state database."""
+    """Grouping for the dispatcher (its :class:`GroupingStage`), on the state database."""
 
     def __init__(
         self,
@@ -103,13 +127,11 @@ class NotifyGrouping:
         self._next_flush: tuple[float, datetime | None] | None = None  # (read at, value)
 
     # -- the dispatcher's questions ------------------------------------------------
-    def claims(self, row: OutboxRow, firing: Firing) -> bool:
+    def claims(self, action: StoredAction, firing: Firing) -> bool:
         """A grouped notify of a real firing (not a digest, not an invalid action)."""
-        if row.action.get("type") != "notify" or not row.action.get("group_by"):
+        if not isinstance(action, NotifyAction) or not action.group_by:
             return False
-        if firing.state == DIGEST_STATE:
-            return False
-        return _notify(row.action) is not None
+        return firing.state != DIGEST_STATE
 
     async def next_flush(self) -> datetime | None:
         """When the next group is due; asked on every dispatcher pass, so the answer is
@@ -120,15 +142,19 @@ class NotifyGrouping:
         return self._next_flush[1]
 
     # -- absorb: intents into groups ---------------------------------------------------
-    async def absorb(self, jobs: Sequence[tuple[OutboxRow, Firing]], now: datetime) -> int:
+    async def absorb(
+        self, jobs: Sequence[tuple[OutboxRow, NotifyAction, Firing]], now: datetime
+    ) -> int:
         """Add each job's alert to its group and mark its row ``grouped``, atomically."""
-        batches: dict[tuple[str, int], tuple[GroupingPolicy, list[tuple[OutboxRow, Alert]]]] = {}
-        for row, firing in jobs:
-            action = _notify(row.action)
-            assert action is not None  # claims() said so
+        batches: dict[
+            tuple[str, int], tuple[GroupingPolicy, list[tuple[OutboxRow, str, Alert]]]
+        ] = {}
+        for row, action, firing in jobs:
             index, policy = self._target(row, firing, action)
             alert = self._alert(firing, policy, action)
-            batches.setdefault((row.automation, index), (policy, []))[1].append((row, alert))
+            batches.setdefault((row.automation, index), (policy, []))[1].append(
+                (row, action.channel, alert)
+            )
 
         def change(state: GroupingState) -> GroupingChange:
             outcomes: list[Outcome] = []
@@ -136,13 +162,14 @@ class NotifyGrouping:
                 state = add(
                     state,
                     policy,
-                    [alert for _, alert in pairs],
+                    [alert for _, _, alert in pairs],
                     now,
                     automation=automation,
                     action=index,
                 )
                 outcomes.extend(
-                    self._grouped(row, alert, state, index, now) for row, alert in pairs
+                    self._grouped(row, channel, alert, state, index, now)
+                    for row, channel, alert in pairs
                 )
             return GroupingChange(state, grouped=outcomes)
 
@@ -201,7 +228,13 @@ class NotifyGrouping:
         )
 
     def _grouped(
-        self, row: OutboxRow, alert: Alert, state: GroupingState, action: int, now: datetime
+        self,
+        row: OutboxRow,
+        channel_name: str,
+        alert: Alert,
+        state: GroupingState,
+        action: int,
+        now: datetime,
     ) -> Outcome:
         # The group of this very notify: one automation may group several notifies.
         held = next(
@@ -220,7 +253,7 @@ class NotifyGrouping:
             reason = f"grouped into {held[0]}"
         else:
             reason = f"grouped into {held[0]} (counted once: the same alert as firing {kept})"
-        channel = self.channels.get(str(row.action.get("channel")))
+        channel = self.channels.get(channel_name)
         attempt = AttemptRow(
             outbox_id=row.id,
             attempt=row.attempts,
@@ -293,8 +326,8 @@ class NotifyGrouping:
     # -- deliver: one digest row -----------------------------------------------------------
     async def deliver(self, job: Job) -> SendResult:
         """Render the digest in ``job`` and send it once (the dispatcher owns retries)."""
-        action = _notify(job.row.action)
-        if action is None:
+        action = job.action
+        if not isinstance(action, NotifyAction):
             return SendResult.failed("-", "invalid notify action for a digest")
         channel = self.channels.get(action.channel)
         if channel is None:
@@ -373,14 +406,6 @@ def alert_labels(firing: Firing) -> dict[str, str]:
     labels.update(firing.bucket)
     labels["automation"] = firing.automation
     return labels
-
-
-def _notify(action: Mapping[str, Any]) -> NotifyAction | None:
-    try:
-        parsed = parse_action(dict(action))
-    except ValidationError:
-        return None
-    return parsed if isinstance(parsed, NotifyAction) else None
 
 
 def _policy(action: NotifyAction) -> GroupingPolicy:

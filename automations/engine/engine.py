@@ -21,37 +21,16 @@ different deployment cost about what one does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from hashlib import sha1
-from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import UUID
 
 import structlog
 
-from automations.core.silences import SilenceSet, firing_labels
-from automations.core.triggers import (
-    EventClock,
-    OrderingState,
-    Outcome,
-    State,
-    TriggerEvaluator,
-    TriggerFiring,
-    admit,
-    next_release,
-    release,
-)
-from automations.spec import (
-    Automation,
-    CompoundTrigger,
-    Config,
-    EventTrigger,
-    MetricTrigger,
-    SequenceTrigger,
-)
-from automations.spec.loop_guard import automation_resource
+from automations.core.triggers import EventClock, OrderingState, admit, next_release, release
+from automations.engine.evaluation import RECENT_EVENTS, Evaluation, _bucket_key
+from automations.spec import Config
 from automations.state import Firing, Intent, StateStore
 from automations.state import triggers as trigger_store
 from automations.state.engine import AlreadyProcessed
@@ -62,38 +41,16 @@ from events.model import Event
 log = structlog.get_logger("runbell.engine")
 
 CHECKPOINT = "engine"
-_NS = uuid5(NAMESPACE_URL, "https://runbell.dev/firing")
-_NS_BYTES = _NS.bytes
-# The 80 bits after the time: the digest's, less the version nibble and the variant bits,
-# which are set to version 8 (custom layout) and RFC 4122's variant.
-_ID_KEEP = ((1 << 80) - 1) & ~(0xF << 76) & ~(0x3 << 62)
-_ID_SET = (0x8 << 76) | (0x2 << 62)
-_RECENT_EVENTS = 10_000
-_GLOB = set("*?![]")
-_ABSENT = object()  # undo marker: the key did not exist
 PAUSED_REFRESH = timedelta(seconds=1)
 
 
-def firing_id_for(firing: TriggerFiring) -> str:
-    """A UUID (version 8) that sorts by the firing's time: the first 48 bits are ``at``
-    in Unix milliseconds (UUIDv7's layout), the rest is ``uuid5(_NS, firing.key)``.
+class Engine(Evaluation):
+    """Evaluates the loaded automations over event batches and timers.
 
-    Deterministic like the key (``at`` is part of it), so a re-evaluated firing gets the
-    same id. Time-ordered, so the firings, outbox and attempts indexes keyed by it grow
-    at one end: with random ids each firing dirtied a page of each of them, and the
-    SQLite latency p99 at 1,000 events/s crept from 30 to 52 ms over a minute as they
-    grew (40 ms at the end with these ids; bench/README.md, "bench: latency").
+    The in-memory side (trigger state, outcomes into firings and intents) is
+    :class:`~automations.engine.evaluation.Evaluation`; this class reads, commits
+    and serialises batches and timers.
     """
-    digest = sha1(_NS_BYTES + firing.key.encode(), usedforsecurity=False).digest()
-    value = (int(firing.at.timestamp() * 1000) << 80) | (
-        int.from_bytes(digest[6:16], "big") & _ID_KEEP
-    )
-    x = "%032x" % (value | _ID_SET)
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
-
-
-class Engine:
-    """Evaluates the loaded automations over event batches and timers."""
 
     def __init__(
         self,
@@ -116,32 +73,8 @@ class Engine:
         self.on_intents = on_intents
         self.record = record
         self.recorded: list[Firing] = []  # with ``record``: every firing committed, in order
-        self.automations = {a.name: a for a in config.automations if a.enabled}
-        self.evaluators = {name: TriggerEvaluator(a) for name, a in self.automations.items()}
-        self.index = CandidateIndex(self.automations.values())
-        self.silences = SilenceSet(config.silences)
-        self._own = {name: automation_resource(name)["resource.id"] for name in self.automations}
-        self._actions = {  # [actions, actions_on_resolve] as the outbox stores them
-            name: tuple(
-                [action.model_dump(mode="json") for action in actions]
-                for actions in (a.actions, a.actions_on_resolve)
-            )
-            for name, a in self.automations.items()
-        }
-        self._last_triggered: dict[tuple[str, str], datetime] = {}  # for ``cooldown``
-        self.paused: set[str] = set()
-        # Each automation's entries, changed in place (no copy per event); the State
-        # handed to an evaluator is a read-only view of them.
-        self._entries: dict[str, dict[str, Any]] = {name: {} for name in self.automations}
-        self._states: dict[str, State] = {
-            name: State(entries) for name, entries in self._entries.items()
-        }
-        self._deadlines: dict[str, datetime] = {}
-        self._held: dict[str, Any] = {}
-        self._event_clock = EventClock()
-        self._recent: OrderedDict[str, Event] = OrderedDict()
+        super().__init__(config)
         self._processed_recent: OrderedDict[str, None] = OrderedDict()
-        self._undo: dict[tuple[str, str], Any] | None = None  # (name, key) → entry before
         self._paused_at: datetime | None = None
         self._paused_version = 0
         # handle() and tick() both move the in-memory state: one at a time.
@@ -286,58 +219,8 @@ class Engine:
             )
         for event in batch:
             self._processed_recent[event.id_text] = None
-        while len(self._processed_recent) > _RECENT_EVENTS:
+        while len(self._processed_recent) > RECENT_EVENTS:
             self._processed_recent.popitem(last=False)
-
-    @contextlib.contextmanager
-    def _undoable(self) -> Iterator[None]:
-        """Roll the in-memory state back if the batch's commit fails.
-
-        Memory must never run ahead of the database: a batch that is not durable
-        is delivered again and must meet the state it met the first time.
-        """
-        undo: dict[tuple[str, str], Any] = {}
-        held, clock = self._held, self._event_clock
-        cooldowns = dict(self._last_triggered)
-        self._undo = undo
-        try:
-            yield
-        except BaseException:
-            for (name, key), entry in undo.items():
-                if entry is _ABSENT:
-                    self._entries[name].pop(key, None)
-                else:
-                    self._entries[name][key] = entry
-            for name in {name for name, _ in undo}:
-                self._refresh_deadline(name)
-            self._held, self._event_clock = held, clock
-            self._last_triggered = cooldowns
-            raise
-        finally:
-            self._undo = None
-
-    def _evaluate(
-        self,
-        event: Event,
-        arrival: datetime,
-        pending: Pending,
-        firings: list[Firing],
-        intents: list[Intent],
-    ) -> None:
-        own = event.event.startswith("automation.")
-        kept = False
-        for name in self.index.candidates(event):
-            if own and event.resource_id == self._own[name]:
-                continue  # never feed an automation its own automation.* events
-            outcome = self.evaluators[name].on_event(event, arrival, self._states[name])
-            if outcome.changes and not kept:
-                # Only an event some trigger state now holds (a window's ids, a last
-                # event, a child firing, a metric observation) can be named by a later
-                # firing; this event's own firings get it directly. Nothing else is kept,
-                # so memory and the garbage collector see only what is still owed.
-                self._remember(event)
-                kept = True
-            self._apply(name, outcome, pending, firings, intents, event)
 
     # -- time ----------------------------------------------------------------------
     def next_wakeup(self) -> datetime | None:
@@ -386,116 +269,6 @@ class Engine:
             )
         return len(firings)
 
-    # -- internals -----------------------------------------------------------------
-    def _apply(
-        self,
-        name: str,
-        outcome: Outcome,
-        pending: Pending,
-        firings: list[Firing] | None = None,
-        intents: list[Intent] | None = None,
-        current: Event | None = None,
-    ) -> None:
-        """``current``: the event being evaluated (its firings name it first)."""
-        if outcome.changes:
-            entries = self._entries[name]
-            for key, entry in outcome.changes.items():
-                if self._undo is not None and (name, key) not in self._undo:
-                    self._undo[(name, key)] = entries.get(key, _ABSENT)
-                if entry is None:
-                    entries.pop(key, None)
-                else:
-                    entries[key] = entry
-            trigger_store.merge(pending, name, outcome.changes)
-            self._refresh_deadline(name)
-        if firings is None or intents is None:
-            return
-        automation = self.automations[name]
-        for decided in outcome.firings:
-            muted = self._muted(automation, decided, current)
-            firing = self._firing(automation, decided, muted, current)
-            firings.append(firing)
-            if muted is not None:
-                continue  # recorded, actions suppressed
-            # The actions' JSON, dumped once per automation (read-only, shared by intents).
-            actions = self._actions[name][decided.state == "resolved"]
-            intents.extend(
-                Intent(firing.id, name, index, action) for index, action in enumerate(actions)
-            )
-
-    def _muted(
-        self, automation: Automation, decided: TriggerFiring, current: Event | None
-    ) -> str | None:
-        """Why this firing's actions are suppressed (paused, silence, cooldown), or None."""
-        if automation.name in self.paused:
-            return "paused"
-        if self.silences:
-            event = self._event(decided.event_ids[0], current) if decided.event_ids else None
-            labels = firing_labels(automation.name, decided.bucket, event)
-            silence = self.silences.match(labels, decided.at)
-            if silence is not None:
-                return f"silence:{silence.name}"
-        if decided.state == "triggered" and automation.cooldown:
-            mark = (automation.name, _bucket_key(decided.bucket))
-            last = self._last_triggered.get(mark)
-            if last is not None and decided.at - last < automation.cooldown:
-                return "cooldown"
-            self._last_triggered[mark] = decided.at
-        return None
-
-    def _refresh_deadline(self, name: str) -> None:
-        evaluator = self.evaluators[name]
-        deadline = evaluator.next_deadline(self._states[name]) if evaluator.has_deadlines else None
-        if deadline is None:
-            self._deadlines.pop(name, None)
-        else:
-            self._deadlines[name] = deadline
-
-    def _track_held(self, held: Any, pending: Pending) -> None:
-        if not held and not self._held:
-            return  # the usual case: nobody waits for a leader
-        for event_id in set(self._held) - set(held):
-            pending.held_removed.add(event_id)
-            pending.held_added.pop(event_id, None)
-        for event_id in set(held) - set(self._held):
-            pending.held_added[event_id] = held[event_id]
-        self._held = dict(held)
-
-    def _remember(self, event: Event) -> None:
-        self._recent[event.id_text] = event
-        if len(self._recent) > _RECENT_EVENTS:
-            self._recent.popitem(last=False)
-
-    def _event(self, event_id: str, current: Event | None) -> Event | None:
-        if current is not None and event_id == current.id_text:
-            return current
-        return self._recent.get(event_id)
-
-    def _firing(
-        self,
-        automation: Automation,
-        decided: TriggerFiring,
-        muted: str | None,
-        current: Event | None = None,
-    ) -> Firing:
-        found = (self._event(i, current) for i in decided.event_ids)
-        events = [e.json_dict() for e in found if e is not None]
-        return Firing(
-            id=firing_id_for(decided),
-            automation=automation.name,
-            state=decided.state,
-            at=decided.at,
-            bucket=decided.bucket,
-            event_ids=list(decided.event_ids),
-            silenced=muted is not None,
-            context={
-                "muted": muted,
-                "automation": {"name": automation.name, "description": automation.description},
-                "events": events,  # "event" (the first) is added when read back
-                "trigger": decided.trigger,
-            },
-        )
-
     async def _commit(
         self,
         *,
@@ -531,102 +304,4 @@ class Engine:
             self.on_intents(firings)  # the dispatcher keeps them: its claim need not re-read them
 
 
-class CandidateIndex:
-    """Which automations can care about an event, from exact names and resource ids.
-
-    An automation is indexed by name when every event trigger in it lists only
-    exact names in ``expect``/``after``; within a name, by resource id when every
-    event trigger pins ``resource.id`` exactly in ``match`` or in a ``match_related``
-    entry. Anything else (globs, negation, empty ``expect``, a resolvable
-    ``for_each`` trigger that must see every event of its bucket) is checked for
-    every event.
-    """
-
-    def __init__(self, automations: Iterable[Automation]) -> None:
-        self._by_name: dict[str, tuple[dict[str, list[str]], list[str]]] = {}
-        self._always: list[str] = []
-        for automation in automations:
-            roots = [trigger for _, trigger in automation.roots()]
-            nodes = [node for root in roots for node in _event_triggers(root)]
-            names = _exact_names(nodes)
-            if (
-                names is None
-                or any(_has_metric(root) for root in roots)
-                or (automation.actions_on_resolve and any(n.for_each for n in nodes))
-            ):
-                self._always.append(automation.name)
-                continue
-            ids = _exact_ids(nodes)
-            for name in names:
-                by_id, unindexed = self._by_name.setdefault(name, ({}, []))
-                if ids is None:
-                    unindexed.append(automation.name)
-                else:
-                    for resource_id in ids:
-                        by_id.setdefault(resource_id, []).append(automation.name)
-
-    def candidates(self, event: Event) -> list[str]:
-        found = list(self._always)
-        entry = self._by_name.get(event.event)
-        if entry is None:
-            return found
-        by_id, unindexed = entry
-        found.extend(unindexed)
-        if by_id:
-            seen: set[str] = set()
-            for resource_id in (event.resource_id, *(r["resource.id"] for r in event.related)):
-                for name in by_id.get(resource_id, ()):
-                    if name not in seen:
-                        seen.add(name)
-                        found.append(name)
-        return found
-
-
-def _event_triggers(trigger: Any) -> Iterable[EventTrigger]:
-    if isinstance(trigger, EventTrigger):
-        yield trigger
-    elif isinstance(trigger, CompoundTrigger | SequenceTrigger):
-        for child in trigger.triggers:
-            yield from _event_triggers(child)
-
-
-def _has_metric(trigger: Any) -> bool:
-    if isinstance(trigger, MetricTrigger):
-        return True
-    if isinstance(trigger, CompoundTrigger | SequenceTrigger):
-        return any(_has_metric(child) for child in trigger.triggers)
-    return False
-
-
-def _bucket_key(bucket: dict[str, str]) -> str:
-    return "\x1e".join(f"{k}={v}" for k, v in sorted(bucket.items()))
-
-
-def _exact(value: str) -> bool:
-    return not (_GLOB & set(value))
-
-
-def _exact_names(nodes: list[EventTrigger]) -> set[str] | None:
-    names: set[str] = set()
-    for node in nodes:
-        patterns = [*node.expect, *node.after]
-        if not node.expect or not all(_exact(p) for p in patterns):
-            return None
-        names.update(patterns)
-    return names
-
-
-def _exact_ids(nodes: list[EventTrigger]) -> set[str] | None:
-    ids: set[str] = set()
-    for node in nodes:
-        pinned = [node.match.get("resource.id")] + [
-            spec.get("resource.id") for spec in node.match_related
-        ]
-        choice = next((p for p in pinned if p and all(_exact(v) for v in p)), None)
-        if choice is None:
-            return None
-        ids.update(choice)
-    return ids
-
-
-__all__ = ["CHECKPOINT", "CandidateIndex", "Engine", "firing_id_for"]
+__all__ = ["CHECKPOINT", "Engine"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -11,12 +12,12 @@ from pathlib import Path
 from typing import Annotated, Any
 from uuid import uuid4
 
-import httpx
 import typer
 
 from automations.service.settings import Settings
 from automations.service.wiring import load_or_exit
 from events.clock import SystemClock
+from notifiers import HttpClient, Reply
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="runbell: automations for runs")
 
@@ -102,15 +103,26 @@ def emit(
     else:
         raise typer.BadParameter("give --file, or --event and --resource-id")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        answer = httpx.post(f"{url}/api/events", json=body, headers=headers, timeout=30)
-    except httpx.HTTPError as exc:
-        typer.echo(f"runbell emit: cannot reach {url}: {exc}", err=True)
-        raise typer.Exit(2) from None
-    if answer.status_code != 202:
-        typer.echo(f"runbell emit: {answer.status_code} {answer.text}", err=True)
+    reply = asyncio.run(_post(f"{url}/api/events", body, headers))
+    if reply.result.status_code is None:  # no answer came
+        typer.echo(f"runbell emit: cannot reach {url}: {reply.result.reason}", err=True)
+        raise typer.Exit(2)
+    text = reply.body.decode(errors="replace")
+    if reply.result.status_code != 202:
+        typer.echo(f"runbell emit: {reply.result.status_code} {text}", err=True)
         raise typer.Exit(1)
-    typer.echo(answer.text)
+    typer.echo(text)
+
+
+async def _post(url: str, body: Any, headers: dict[str, str]) -> Reply:
+    """One POST through the one outbound client (``notifiers.HttpClient``)."""
+    client = HttpClient(timeout=30)
+    try:
+        return await client.request(
+            "POST", url, target=url, what="runbell", json=body, headers=headers
+        )
+    finally:
+        await client.aclose()
 
 
 def _event_from_flags(

@@ -10,11 +10,12 @@ from uuid import uuid4
 
 import pytest
 
+from automations.delivery.actions import InvalidAction, load_action
 from automations.delivery.channels import build_channels, build_controllers, close_all
 from automations.delivery.dispatcher import Dispatcher, RetryPolicy
 from automations.delivery.orchestrators.testing import FakeRunController
 from automations.errors import ConfigError
-from automations.spec import Automation, Channel
+from automations.spec import Automation, Channel, NotifyAction, RetrySpec
 from automations.spec.loader import load_config
 from automations.state import AttemptRow, Firing, Intent, OutboxRow, StateStore
 from events.database import create_engine
@@ -343,6 +344,29 @@ async def test_channels_and_orchestrators_build_from_yaml(tmp_path: Path) -> Non
         await close_all(*controllers.values())
     finally:
         await built.aclose()
+
+
+def test_a_stored_action_loads_back_as_the_configured_one_parsed_once(tmp_path: Path) -> None:
+    """The outbox stores an action's JSON (the engine's model_dump); the dispatcher's
+    typed action is equal to the configured model, parsed once per distinct JSON."""
+    path = tmp_path / "a.yaml"
+    path.write_text(CHANNELS_YAML)
+    config = load_config([path], {"SIGNING": "sig-secret-1", "SLACK_TOKEN": "xoxb-secret-2"})
+    for action in config.automations[0].actions:
+        stored = action.model_dump(mode="json")
+        loaded = load_action(stored)
+        assert loaded == action
+        assert load_action(dict(reversed(stored.items()))) is loaded
+    notify = load_action(config.automations[0].actions[0].model_dump(mode="json"))
+    assert isinstance(notify, NotifyAction) and notify.retry is not None
+    policy = RetryPolicy(max_age=timedelta(hours=1)).for_action(notify.retry)
+    assert (policy.max_attempts, policy.base_delay) == (2, timedelta(seconds=5))
+    assert policy.max_age == timedelta(hours=24)  # stored in full: the model's default
+    partial = RetrySpec.model_validate({"max_attempts": 2})
+    assert RetryPolicy(max_age=timedelta(hours=1)).for_action(partial).max_age == timedelta(hours=1)
+    broken = load_action({"type": "notify"})
+    assert isinstance(broken, InvalidAction) and broken.type == "notify"
+    assert "channel" in broken.reason
 
 
 async def test_unknown_fallback_channel_is_a_load_error(tmp_path: Path) -> None:

@@ -456,3 +456,49 @@ async def test_the_dispatcher_delivers_a_handed_over_firing_once(state: StateSto
     assert dispatcher._committed == {}
     [row] = await state.outbox()
     assert (row.status, row.attempts) == ("sent", 1)
+
+
+async def test_an_action_that_no_longer_validates_is_dead_lettered_with_its_reason(
+    state: StateStore,
+) -> None:
+    """A stored action the spec no longer accepts (an unknown type, a field that changed)
+    fails once, not retryable, with the validation's reason; the rest is delivered."""
+    clock, team = FakeClock(), RecordingNotifier()
+    emitted: list[Event] = []
+
+    async def emit(events: Sequence[Event]) -> None:
+        emitted.extend(events)
+
+    firing = Firing(
+        id=str(uuid4()),
+        automation="a",
+        state="triggered",
+        at=clock.now(),
+        bucket={},
+        event_ids=["e1"],
+        context={"event": EVENT},
+    )
+    intents = [
+        Intent(firing.id, "a", 0, {"type": "page-oncall", "who": "ops"}),
+        Intent(firing.id, "a", 1, {"type": "notify", "channel": "team", "group_wait": "soon"}),
+        Intent(firing.id, "a", 2, {"type": "notify", "channel": "team"}),
+    ]
+    await state.commit_batch(
+        processed=[], firings=[firing], intents=intents, now=clock.now(), checkpoint=None
+    )
+    dispatcher = Dispatcher(state, {"team": team}, clock, policy=POLICY, emit=emit)
+    assert await dispatcher.dispatch_due() == 3
+    rows = {row.action_index: row for row in await state.outbox()}
+    assert [(rows[i].status, rows[i].attempts) for i in range(3)] == [
+        ("dead", 1),
+        ("dead", 1),
+        ("sent", 1),
+    ]
+    assert (rows[0].last_error or "").startswith("invalid action: ")
+    assert "page-oncall" in (rows[0].last_error or "")
+    assert (rows[1].last_error or "").startswith("invalid action: notify.group_wait")
+    assert [s.idempotency_key for s in team.sent] == [intents[2].id]
+    failed = {e.payload["delivery_id"]: e for e in emitted if e.event.endswith(".failed")}
+    assert failed[intents[0].id].payload["action_type"] == "page-oncall"
+    assert failed[intents[1].id].payload["action_type"] == "notify"
+    assert await dispatcher.dispatch_due() == 0  # dead: not owed again

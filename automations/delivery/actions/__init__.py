@@ -1,16 +1,19 @@
 """Action executors, one module per action type, and what they share.
 
-:func:`execute` runs one attempt of an outbox row's action: it validates the
-stored action against the spec, builds nothing itself (the caller passes the
-template context) and never raises for an outcome. Add a type: a model in
-``automations/spec/_actions.py`` and a module here registered in :data:`EXECUTORS`.
+:func:`load_action` is the boundary: an outbox row's stored action (its durable
+JSON form) becomes the typed spec model once, when the row is claimed, and every
+stage after it (throttle, grouping, rendering, executors, retry policy, fallback)
+reads that model. :func:`execute` runs one attempt of a :class:`Job`'s action:
+it builds nothing itself (the caller passes the template context) and never
+raises for an outcome. Add a type: a model in ``automations/spec/_actions.py``
+and a module here registered in :data:`EXECUTORS`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -28,21 +31,30 @@ from automations.delivery.actions import (
     retry_run,
     run_deployment,
 )
-from automations.delivery.actions.base import Emit, Job, RunController, Runtime
+from automations.delivery.actions.base import (
+    Emit,
+    InvalidAction,
+    Job,
+    RunController,
+    Runtime,
+    StoredAction,
+)
 from automations.delivery.actions.context import template_context
 from automations.delivery.actions.events import action_event
-from automations.spec import Action
+from automations.spec import Action, NotifyAction
 from notifiers import SendResult
 
 __all__ = [
     "EXECUTORS",
     "Emit",
+    "InvalidAction",
     "Job",
     "RunController",
     "Runtime",
+    "StoredAction",
     "action_event",
     "execute",
-    "parse_action",
+    "load_action",
     "prepare",
     "template_context",
 ]
@@ -62,46 +74,47 @@ EXECUTORS: dict[str, Executor] = {
     "do-nothing": do_nothing.execute,
 }
 
-_ACTION: TypeAdapter[Any] = TypeAdapter(Action)
+_ACTION: TypeAdapter[Action] = TypeAdapter(Action)
 
 
-def parse_action(raw: dict[str, Any]) -> Any:
-    """The spec model of a stored action; raises ValidationError.
+def load_action(raw: Mapping[str, Any]) -> StoredAction:
+    """The typed action of an outbox row's stored JSON, parsed once per distinct JSON.
 
-    Every intent of one configured action stores the same dict, so the parsed
-    (immutable) model is cached by its JSON: validation re-parses templates.
+    A stored action that no longer validates (the spec changed since the intent
+    was written) is an :class:`InvalidAction` naming why: its attempt fails
+    (not retryable) and the row is dead-lettered, never a crash.
     """
-    return _parse_cached(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS))
+    return _load_cached(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS))
 
 
 @functools.lru_cache(maxsize=1024)
-def _parse_cached(raw: bytes) -> Any:
-    return _ACTION.validate_json(raw)
+def _load_cached(raw: bytes) -> StoredAction:
+    try:
+        return _ACTION.validate_json(raw)
+    except ValidationError as exc:
+        reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        stored = orjson.loads(raw)
+        kind = stored.get("type", "?") if isinstance(stored, dict) else "?"
+        return InvalidAction(str(kind), reason)
 
 
 def prepare(jobs: Sequence[Job]) -> list[Job]:
     """Blocking (call it from a worker thread): ``jobs`` with each notify's message
     rendered into ``Job.prepared``, so one thread hop serves a whole claimed batch
-    instead of one per notification. Other jobs, and unparsable actions, unchanged."""
-    out: list[Job] = []
-    for job in jobs:
-        try:
-            action = parse_action(job.row.action)
-        except ValidationError:
-            out.append(job)  # execute reports it
-            continue
-        if action.type == "notify":
-            job = dataclasses.replace(job, prepared=notify.prepare(action, job))
-        out.append(job)
-    return out
+    instead of one per notification. Other jobs unchanged."""
+    return [
+        dataclasses.replace(job, prepared=notify.prepare(job.action, job))
+        if isinstance(job.action, NotifyAction)
+        else job
+        for job in jobs
+    ]
 
 
 async def execute(job: Job, runtime: Runtime) -> SendResult:
     """One attempt of ``job``'s action; a bug in an executor fails this action only."""
-    try:
-        action = parse_action(job.row.action)
-    except ValidationError as exc:
-        reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    action = job.action
+    if isinstance(action, InvalidAction):
+        reason = action.reason
         return SendResult.failed("-", f"invalid action: {reason}"[:2000])
     executor = EXECUTORS[action.type]
     try:

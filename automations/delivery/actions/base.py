@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from automations.delivery.orchestrators.base import RunController
+from automations.spec import Action
 from automations.state import Firing, OutboxRow, StateStore
 from events.clock import Clock
 from events.model import Event
@@ -20,9 +21,11 @@ from notifiers import HttpClient, Notifier
 
 __all__ = [
     "Emit",
+    "InvalidAction",
     "Job",
     "RunController",
     "Runtime",
+    "StoredAction",
 ]
 
 Emit = Callable[[Sequence[Event]], Awaitable[Any]]
@@ -30,8 +33,28 @@ Emit = Callable[[Sequence[Event]], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
+class InvalidAction:
+    """A stored action that no longer validates against the spec (the action types
+    changed between firing and delivery): its attempt fails, not retryable, with
+    ``reason``, so the row is dead-lettered with it instead of stopping the dispatcher.
+
+    ``type``: the stored ``type`` (``"?"`` when it has none), for logs and events.
+    """
+
+    type: str
+    reason: str
+
+
+StoredAction = Action | InvalidAction
+"""An outbox row's action as the dispatcher reads it: the typed spec model, parsed once."""
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
-    """One attempt of one outbox row: the row, its firing and the template context.
+    """One attempt of one outbox row: the row, its action, its firing and the template context.
+
+    ``action`` is ``row.action`` (the durable JSON form) parsed once, when the row
+    was claimed (:func:`automations.delivery.actions.load_action`).
 
     ``prepared``: what the executor would compute first off the loop, computed
     already (a notify's rendered message, or the exception rendering raised), when
@@ -39,6 +62,7 @@ class Job:
     """
 
     row: OutboxRow
+    action: StoredAction
     firing: Firing
     context: Mapping[str, Any]
     prepared: Any = None
