@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
+from typing import Any
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -112,9 +113,14 @@ class Service:
         )
         # ``delivery_argv``: deliveries run in a worker process started with it
         # (automations/service/worker.py); the dispatcher here is then never started.
+        # ``RUNBELL_DELIVERY=external``: workers started on their own (`runbell deliver`)
+        # deliver, and this service starts neither.
         self.delivery = DeliveryWorker(delivery_argv) if delivery_argv else None
-        # Whichever delivers: both claim on committed intents, on wake, and stop alike.
-        self._deliveries: Dispatcher | DeliveryWorker = self.delivery or self.dispatcher
+        # Whichever delivers: all claim on committed intents, on wake, and stop alike.
+        self._deliveries: Dispatcher | DeliveryWorker | _DeliveredElsewhere = (
+            self.delivery
+            or (_DeliveredElsewhere() if settings.delivery == "external" else self.dispatcher)
+        )
         self.engine = Engine(config, self.state, self.clock, on_intents=self._deliveries.committed)
         self.routers: Partitioned | None = None
         self.shards: Partitioned | None = None
@@ -204,7 +210,7 @@ class Service:
             self._trail_inbox = asyncio.create_task(self._drain_trail_forever())
         if self.delivery is not None:
             await self.delivery.start()
-        else:
+        elif self._deliveries is self.dispatcher:
             await self.dispatcher.start(exclusive=self.settings.embedded)
         self._housekeeping = asyncio.create_task(self._prune_forever(), name="runbell-retention")
         self._timer = asyncio.create_task(self._timer_forever(), name="runbell-engine-timer")
@@ -389,3 +395,17 @@ class Service:
             except Exception as exc:  # retention must never stop the service
                 log.error("retention_failed", error=str(exc))
             await self.clock.sleep_until(now + timedelta(hours=1))
+
+
+class _DeliveredElsewhere:
+    """``RUNBELL_DELIVERY=external``: `runbell deliver` processes watch the database
+    (automations/service/worker.py), so there is nothing to start, wake or stop here."""
+
+    def committed(self, _firings: Sequence[Any]) -> None:
+        return None
+
+    def wake(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 DEFAULT_BUS = "memory://"
 DEFAULT_DATABASE = "sqlite:///./runbell.db"
+DELIVERY_MODES = ("process", "inline", "external")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -38,7 +39,9 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     ui_url: str | None = None  # orchestrator UI base, for links in messages (``ui_url``)
     # `runbell serve` only: "process" runs the dispatcher in a worker process beside the
-    # service (automations/service/worker.py), "inline" inside it.
+    # service (automations/service/worker.py), "inline" inside it, "external" nowhere:
+    # `runbell deliver` processes started on their own deliver (so that no second
+    # dispatcher runs beside them on the same database).
     delivery: str = "process"
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -67,9 +70,9 @@ class Settings:
             "delivery": env.get("RUNBELL_DELIVERY", "process"),
             "env": env,
         }
-        if values["delivery"] not in ("process", "inline"):
+        if values["delivery"] not in DELIVERY_MODES:
             raise ValueError(
-                f"RUNBELL_DELIVERY={values['delivery']!r}: write 'process' or 'inline'"
+                f"RUNBELL_DELIVERY={values['delivery']!r}: write 'process', 'inline' or 'external'"
             )
         if env.get("RUNBELL_CONFIG"):
             values["config_paths"] = tuple(Path(p) for p in env["RUNBELL_CONFIG"].split(os.pathsep))

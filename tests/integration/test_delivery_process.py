@@ -23,7 +23,7 @@ import pytest
 from tests.automations.service_harness import TOKEN, failed_run
 from tests.integration.http_receiver import HttpReceiver, Reply
 from tests.integration.test_crash_recovery import CONFIG as CRASH_CONFIG
-from tests.integration.test_crash_recovery import Server
+from tests.integration.test_crash_recovery import RUNBELL, Server
 
 pytestmark = pytest.mark.integration
 
@@ -212,3 +212,45 @@ def test_when_the_service_dies_the_worker_records_what_was_in_flight_and_exits(
         )
     server.stop()
     assert len(http_receiver.requests) == 3  # none sent again
+
+
+def test_with_external_delivery_only_a_worker_started_on_its_own_delivers(
+    tmp_path: Path, http_receiver: HttpReceiver
+) -> None:
+    """RUNBELL_DELIVERY=external: serve runs no dispatcher; `runbell deliver` delivers."""
+    server = Server(tmp_path, http_receiver)
+    server.env["RUNBELL_DELIVERY"] = "external"
+    server.start()
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        assert server.proc is not None
+        assert _children(server.proc.pid) == []  # no worker of its own
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        with httpx.Client(headers=headers, timeout=10) as client:
+            runs = [failed_run() for _ in range(5)]
+            assert client.post(f"{server.url}/api/events", json=runs).status_code == 202
+            _wait(
+                server,
+                lambda: len(_firings(client, server.url, "production-failures")) == 5,
+                "the firings",
+            )
+            answer = client.get(f"{server.url}/api/deliveries", params={"limit": 100})
+            statuses = [d["status"] for d in answer.json()["deliveries"]]
+            assert statuses == ["pending"] * 5  # owed, and nobody here delivers them
+            assert http_receiver.requests == []
+
+            config = str(tmp_path / "automations.yaml")
+            worker = subprocess.Popen(
+                [str(RUNBELL), "deliver", "--config", config],
+                env=server.env,
+                stdout=server.log,
+                stderr=server.log,
+            )
+            received = http_receiver.wait_for(5, timeout=20)
+            assert sorted(r.json["message"] for r in received) == sorted(e["id"] for e in runs)
+            worker.terminate()
+            assert worker.wait(timeout=20) == 0
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.kill()
+        server.stop()
