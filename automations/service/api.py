@@ -152,7 +152,8 @@ def create_app(service: Service, token: str, *, manage_lifecycle: bool = True) -
         route_class_override=_PlainRoute,
     )
     events_route = app.router.routes[-1]
-    assert isinstance(events_route, APIRoute) and events_route.endpoint is post_events
+    if not isinstance(events_route, APIRoute) or events_route.endpoint is not post_events:
+        raise RuntimeError("POST /api/events is not the route just added")
     app.events_route = events_route
 
     @app.get("/api/events", dependencies=auth)

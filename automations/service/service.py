@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
-from typing import Any
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import structlog
@@ -117,9 +117,8 @@ class Service:
         # deliver, and this service starts neither.
         self.delivery = DeliveryWorker(delivery_argv) if delivery_argv else None
         # Whichever delivers: all claim on committed intents, on wake, and stop alike.
-        self._deliveries: Dispatcher | DeliveryWorker | _DeliveredElsewhere = (
-            self.delivery
-            or (_DeliveredElsewhere() if settings.delivery == "external" else self.dispatcher)
+        self._deliveries: Dispatcher | DeliveryWorker | _DeliveredElsewhere = self.delivery or (
+            _DeliveredElsewhere() if settings.delivery == "external" else self.dispatcher
         )
         self.engine = Engine(config, self.state, self.clock, on_intents=self._deliveries.committed)
         self.routers: Partitioned | None = None
