@@ -13,9 +13,9 @@ on Kafka, the bus); the database stays the one source of truth. It claims outbox
 rows, sends, and records attempts there exactly as the in-process dispatcher does
 (claims are conditional updates; SQLite serialises the processes' writers).
 
-* **Owed rows.** On SQLite it polls its own connection every ``POLL_S``
-  (``StateStore.owed_now``: ``PRAGMA data_version``, and only when another
-  connection committed, whether an owed row is due); on PostgreSQL it listens (``LISTEN``)
+* **Owed rows.** On SQLite it polls a read-only connection of its own every
+  ``POLL_S``, in the loop's thread (``OwedPoll``: ``PRAGMA data_version``, and only
+  when a commit happened since, whether an owed row is due); on PostgreSQL it listens (``LISTEN``)
   to the ``NOTIFY`` that the engine's commit (or a replay) sends in its
   transaction, and wakes once a second besides. Its own timers cover retries.
 * **The trail** (``automation.action.*``, ``emit-event``). On Kafka it publishes
@@ -52,6 +52,7 @@ import contextlib
 import fcntl
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -64,7 +65,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from automations.engine import CandidateIndex
 from automations.spec import Config
 from automations.state import StateStore
-from automations.state.handoff import OUTBOX_CHANNEL
+from automations.state.handoff import OUTBOX_CHANNEL, OwedPoll
 from events.bus import EventBus
 from events.clock import Clock, Stamps
 from events.model import Event
@@ -183,22 +184,25 @@ class _Trail:
         return ids
 
 
-async def _watch(
-    state: StateStore, db: AsyncEngine, clock: Clock, wake: Callable[[], None]
-) -> None:
+async def _watch(db: AsyncEngine, clock: Clock, wake: Callable[[], None]) -> None:
     """Wake the dispatcher when the database owes rows now (forever)."""
     if db.dialect.name == "sqlite":
+        assert db.url.database, "a delivery worker needs a database file"
+        poll = OwedPoll(db.url.database)
         seen: int | None = None
-        while True:
-            try:
-                seen, due = await state.owed_now(seen, clock.now())
-            except Exception as exc:  # the dispatcher's own timers carry on meanwhile
-                log.error("delivery_poll_failed", error=str(exc))
-                seen, due = None, False
-                await asyncio.sleep(_LISTEN_WAKE_S)
-            if due:
-                wake()
-            await asyncio.sleep(POLL_S)
+        try:
+            while True:
+                try:
+                    seen, due = poll.owed_now(seen, clock.now())
+                except sqlite3.Error as exc:  # the dispatcher's own timers carry on meanwhile
+                    log.error("delivery_poll_failed", error=str(exc))
+                    seen, due = None, False
+                    await asyncio.sleep(_LISTEN_WAKE_S)
+                if due:
+                    wake()
+                await asyncio.sleep(POLL_S)
+        finally:
+            poll.close()
     async with db.connect() as conn:
         listening: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg
         await listening.add_listener(OUTBOX_CHANNEL, lambda *_: wake())
@@ -259,7 +263,7 @@ async def _run_worker(args: argparse.Namespace, parent: int | None) -> int:
     await dispatcher.start(exclusive=settings.embedded)
     freeze_startup_heap()  # as the service does: no full collection walks it again
     tasks = {
-        asyncio.create_task(_watch(state, db, clock, dispatcher.wake)),
+        asyncio.create_task(_watch(db, clock, dispatcher.wake)),
         asyncio.create_task(stop.wait()),
     }
     if parent is not None:

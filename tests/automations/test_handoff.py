@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from automations.service.worker import _Trail, _watch
 from automations.spec.loader import load_config
 from automations.state import AttemptRow, Firing, Intent, Outcome, StateStore
-from automations.state.handoff import OUTBOX_CHANNEL
+from automations.state.handoff import OUTBOX_CHANNEL, OwedPoll
 from events.clock import SystemClock
 from events.database import create_engine
 from events.model import Event
@@ -79,27 +79,33 @@ async def two(tmp_path: Path) -> AsyncIterator[tuple[StateStore, StateStore]]:
         await db.dispose()
 
 
-async def test_the_worker_sees_rows_owed_by_another_connection_not_its_own_claims(
-    two: tuple[StateStore, StateStore],
+async def test_the_poll_sees_rows_a_commit_owes_and_nothing_once_claimed(
+    two: tuple[StateStore, StateStore], tmp_path: Path
 ) -> None:
+    """The poll reads the outbox only after a commit, and answers due only for owed rows."""
     service, worker = two
-    seen, due = await worker.owed_now(None, T0)
-    assert not due  # nothing owed yet
-    assert await worker.owed_now(seen, T0) == (seen, False)
+    poll = OwedPoll(str(tmp_path / "runbell.db"))
+    try:
+        seen, due = poll.owed_now(None, T0)
+        assert not due  # nothing owed yet
+        assert poll.owed_now(seen, T0) == (seen, False)
 
-    await _owe(service, 1)
-    seen, due = await worker.owed_now(seen, T0)
-    assert due
-    assert await worker.owed_now(seen, T0) == (seen, False)  # nothing committed since
+        await _owe(service, 1)
+        seen, due = poll.owed_now(seen, T0)
+        assert due
+        assert poll.owed_now(seen, T0) == (seen, False)  # nothing committed since
 
-    claimed = await worker.claim_due(T0, T0 + timedelta(minutes=1), 10)
-    assert [row.id for row in claimed] == ["firing-1:0"]
-    assert await worker.owed_now(seen, T0) == (seen, False)  # its own write: no wake
+        claimed = await worker.claim_due(T0, T0 + timedelta(minutes=1), 10)
+        assert [row.id for row in claimed] == ["firing-1:0"]
+        seen, due = poll.owed_now(seen, T0)
+        assert not due  # the claim was a commit, and it left nothing owed
 
-    await _owe(service, 2, now=T0 + timedelta(minutes=5))  # owed later than ``now``
-    seen, due = await worker.owed_now(seen, T0)
-    assert not due
-    assert (await worker.owed_now(None, T0 + timedelta(minutes=5)))[1]
+        await _owe(service, 2, now=T0 + timedelta(minutes=5))  # owed later than ``now``
+        seen, due = poll.owed_now(seen, T0)
+        assert not due
+        assert poll.owed_now(None, T0 + timedelta(minutes=5))[1]
+    finally:
+        poll.close()
 
 
 async def test_the_watch_wakes_the_dispatcher_for_a_commit_on_sqlite(
@@ -107,7 +113,7 @@ async def test_the_watch_wakes_the_dispatcher_for_a_commit_on_sqlite(
 ) -> None:
     service, worker = two
     woken = asyncio.Event()
-    watch = asyncio.create_task(_watch(worker, worker.engine, SystemClock(), woken.set))
+    watch = asyncio.create_task(_watch(worker.engine, SystemClock(), woken.set))
     try:
         await asyncio.sleep(0.05)  # a few polls of an empty outbox: no wake-up
         assert not woken.is_set()
