@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,6 +46,7 @@ from automations.service.wiring import build_dispatcher
 from automations.service.worker import DeliveryWorker
 from automations.spec import Config
 from automations.state import PROCESSED_RETENTION, StateStore
+from automations.state.handoff import CommitPoll
 from events.bus import (
     EventBus,
     PartitionedBus,
@@ -299,20 +301,43 @@ class Service:
 
     async def _drain_trail_forever(self) -> None:
         """Ingest the trail a delivery worker process handed over (``delivery_trail``)."""
-        while True:
-            handed: list[tuple[int, Event]] = []
-            try:
-                handed = await self.state.handed_trail(_TRAIL_PAGE)
-                if handed:
-                    # The worker may have changed a paused flag before handing these:
-                    # the engine re-reads the flags before it sees them.
-                    self.state.paused_version += 1
-                    await self.ingest_trail([event for _, event in handed])
-                    await self.state.drop_trail([seq for seq, _ in handed])
-            except Exception as exc:  # the rows stay in the inbox: the next pass retries
-                log.error("trail_inbox_failed", error=str(exc))
-            if len(handed) < _TRAIL_PAGE:
-                await asyncio.sleep(TRAIL_POLL_S)
+        path = self.db.url.database if self.db.dialect.name == "sqlite" else None
+        # SQLite (a file): read the inbox only after a commit, and then one cheap row.
+        poll = CommitPoll(path) if path and path != ":memory:" else None
+        seen: int | None = None
+        try:
+            while True:
+                if poll is not None:
+                    try:
+                        seen, found = poll.trail(seen)
+                    except sqlite3.Error:  # drain the usual way; the poll asks again later
+                        seen, found = None, True
+                    if not found:
+                        await asyncio.sleep(TRAIL_POLL_S)
+                        continue
+                if not await self._drain_trail():
+                    seen = None  # what stays in the inbox is read again at the next poll
+                    await asyncio.sleep(TRAIL_POLL_S)
+        finally:
+            if poll is not None:
+                poll.close()
+
+    async def _drain_trail(self) -> bool:
+        """One page of the inbox into ingestion; False when it was not a full page (or
+        failed), so the caller waits before the next."""
+        handed: list[tuple[int, Event]] = []
+        try:
+            handed = await self.state.handed_trail(_TRAIL_PAGE)
+            if handed:
+                # The worker may have changed a paused flag before handing these:
+                # the engine re-reads the flags before it sees them.
+                self.state.paused_version += 1
+                await self.ingest_trail([event for _, event in handed])
+                await self.state.drop_trail([seq for seq, _ in handed])
+        except Exception as exc:  # the rows stay in the inbox: the next pass retries
+            log.error("trail_inbox_failed", error=str(exc))
+            return False
+        return len(handed) == _TRAIL_PAGE
 
     def wake_delivery(self) -> None:
         """Outbox rows are owed now (a replay): claim them."""

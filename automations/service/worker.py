@@ -14,7 +14,7 @@ rows, sends, and records attempts there exactly as the in-process dispatcher doe
 (claims are conditional updates; SQLite serialises the processes' writers).
 
 * **Owed rows.** On SQLite it polls a read-only connection of its own every
-  ``POLL_S``, in the loop's thread (``OwedPoll``: ``PRAGMA data_version``, and only
+  ``POLL_S``, in the loop's thread (``CommitPoll``: ``PRAGMA data_version``, and only
   when a commit happened since, whether an owed row is due); on PostgreSQL it listens (``LISTEN``)
   to the ``NOTIFY`` that the engine's commit (or a replay) sends in its
   transaction, and wakes once a second besides. Its own timers cover retries.
@@ -65,7 +65,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from automations.engine import CandidateIndex
 from automations.spec import Config
 from automations.state import StateStore
-from automations.state.handoff import OUTBOX_CHANNEL, OwedPoll
+from automations.state.handoff import OUTBOX_CHANNEL, CommitPoll
 from events.bus import EventBus
 from events.clock import Clock, Stamps
 from events.model import Event
@@ -188,12 +188,12 @@ async def _watch(db: AsyncEngine, clock: Clock, wake: Callable[[], None]) -> Non
     """Wake the dispatcher when the database owes rows now (forever)."""
     if db.dialect.name == "sqlite":
         assert db.url.database, "a delivery worker needs a database file"
-        poll = OwedPoll(db.url.database)
+        poll = CommitPoll(db.url.database)
         seen: int | None = None
         try:
             while True:
                 try:
-                    seen, due = poll.owed_now(seen, clock.now())
+                    seen, due = poll.owed(seen, clock.now())
                 except sqlite3.Error as exc:  # the dispatcher's own timers carry on meanwhile
                     log.error("delivery_poll_failed", error=str(exc))
                     seen, due = None, False

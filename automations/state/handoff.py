@@ -3,7 +3,7 @@
 * **Owed rows.** A worker learns that rows are owed now from the database: on
   PostgreSQL, a commit that owes intents (the engine's batch, a replay) runs
   ``NOTIFY runbell_outbox`` in its transaction and the worker listens; on
-  SQLite the worker polls :class:`OwedPoll` (``PRAGMA data_version``: has a
+  SQLite the worker polls :class:`CommitPoll` (``PRAGMA data_version``: has a
   commit happened? only then, is an owed row due?).
 * **The trail inbox** (``delivery_trail``): trail events the service's engine must
   see, written by the worker (embedded bus) and drained by the service into its
@@ -18,6 +18,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, Column, Text, delete, select
 from sqlalchemy.dialects import sqlite
@@ -27,7 +28,7 @@ from automations.state.model import OWED, StoreBase
 from events.database import driver_time
 from events.model import Event
 
-__all__ = ["NOTIFY_OUTBOX", "OUTBOX_CHANNEL", "HandoffState", "OwedPoll", "TrailRow"]
+__all__ = ["NOTIFY_OUTBOX", "OUTBOX_CHANNEL", "CommitPoll", "HandoffState", "TrailRow"]
 
 OUTBOX_CHANNEL = "runbell_outbox"
 """PostgreSQL: the channel a commit owing outbox rows notifies (``NOTIFY``)."""
@@ -52,22 +53,24 @@ class TrailRow(SQLModel, table=True):
 
 _POLL_BUSY_S = 0.05  # a reader waits for a WAL reset this long at most, then tries again
 _TRAIL = TrailRow.__table__  # type: ignore[attr-defined]
+_TRAIL_SQLITE = "SELECT 1 FROM delivery_trail LIMIT 1"
 _DUE_SQLITE = (
     "SELECT 1 FROM action_outbox "  # noqa: S608 (constants only)
     f"WHERE status IN ({', '.join(repr(s) for s in OWED)}) AND next_attempt_at <= ? LIMIT 1"
 )
 
 
-class OwedPoll:
-    """SQLite: has a commit made a row owed by ``now``? Asked every few ms by a worker.
+class CommitPoll:
+    """SQLite: has a commit put rows where ``query`` finds them? Asked every few ms.
 
     A read-only connection of its own, used in the caller's thread: ``PRAGMA
     data_version`` is a read of the WAL index (microseconds), so a poll costs no hop
-    to aiosqlite's thread and no turn on the worker's one pooled connection (with
-    both, polling every 2 ms cost the worker 7 % of a core at rest). The version
-    changes when any other connection commits, the worker's own included; the
-    outbox is read only then (an indexed ``LIMIT 1``), and a WAL reader never waits
-    for a writer."""
+    to aiosqlite's thread and no turn on the caller's pooled connection (with both,
+    the delivery worker's poll every 2 ms cost it 7 % of a core at rest). The version
+    changes when any other connection commits, the caller's own included; ``query``
+    (an indexed ``LIMIT 1``) runs only then, and a WAL reader never waits for a
+    writer. :meth:`owed` is the delivery worker's question, :meth:`trail` the
+    service's."""
 
     def __init__(self, path: str) -> None:
         self._connection = sqlite3.connect(
@@ -75,14 +78,20 @@ class OwedPoll:
         )
         self._connection.execute("PRAGMA query_only=ON")
 
-    def owed_now(self, seen: int | None, now: datetime) -> tuple[int, bool]:
-        """(the ``data_version`` read now, whether a row is owed by ``now``): the outbox
-        is read only when the version differs from ``seen`` (or ``seen`` is None)."""
+    def owed(self, seen: int | None, now: datetime) -> tuple[int, bool]:
+        """(the ``data_version`` read now, whether an outbox row is owed by ``now``)."""
+        return self._found(seen, _DUE_SQLITE, (driver_time(now, "sqlite"),))
+
+    def trail(self, seen: int | None) -> tuple[int, bool]:
+        """(the ``data_version`` read now, whether the trail inbox holds an event)."""
+        return self._found(seen, _TRAIL_SQLITE, ())
+
+    def _found(self, seen: int | None, query: str, params: tuple[Any, ...]) -> tuple[int, bool]:
+        """``query`` is read only when the version differs from ``seen`` (or it is None)."""
         version: int = self._connection.execute("PRAGMA data_version").fetchone()[0]
         if version == seen:
             return version, False
-        at = driver_time(now, "sqlite")
-        return version, self._connection.execute(_DUE_SQLITE, (at,)).fetchone() is not None
+        return version, self._connection.execute(query, params).fetchone() is not None
 
     def close(self) -> None:
         self._connection.close()

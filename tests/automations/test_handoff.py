@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from automations.service.worker import _Trail, _watch
 from automations.spec.loader import load_config
 from automations.state import AttemptRow, Firing, Intent, Outcome, StateStore
-from automations.state.handoff import OUTBOX_CHANNEL, OwedPoll
+from automations.state.handoff import OUTBOX_CHANNEL, CommitPoll
 from events.clock import SystemClock
 from events.database import create_engine
 from events.model import Event
@@ -84,26 +84,26 @@ async def test_the_poll_sees_rows_a_commit_owes_and_nothing_once_claimed(
 ) -> None:
     """The poll reads the outbox only after a commit, and answers due only for owed rows."""
     service, worker = two
-    poll = OwedPoll(str(tmp_path / "runbell.db"))
+    poll = CommitPoll(str(tmp_path / "runbell.db"))
     try:
-        seen, due = poll.owed_now(None, T0)
+        seen, due = poll.owed(None, T0)
         assert not due  # nothing owed yet
-        assert poll.owed_now(seen, T0) == (seen, False)
+        assert poll.owed(seen, T0) == (seen, False)
 
         await _owe(service, 1)
-        seen, due = poll.owed_now(seen, T0)
+        seen, due = poll.owed(seen, T0)
         assert due
-        assert poll.owed_now(seen, T0) == (seen, False)  # nothing committed since
+        assert poll.owed(seen, T0) == (seen, False)  # nothing committed since
 
         claimed = await worker.claim_due(T0, T0 + timedelta(minutes=1), 10)
         assert [row.id for row in claimed] == ["firing-1:0"]
-        seen, due = poll.owed_now(seen, T0)
+        seen, due = poll.owed(seen, T0)
         assert not due  # the claim was a commit, and it left nothing owed
 
         await _owe(service, 2, now=T0 + timedelta(minutes=5))  # owed later than ``now``
-        seen, due = poll.owed_now(seen, T0)
+        seen, due = poll.owed(seen, T0)
         assert not due
-        assert poll.owed_now(None, T0 + timedelta(minutes=5))[1]
+        assert poll.owed(None, T0 + timedelta(minutes=5))[1]
     finally:
         poll.close()
 
