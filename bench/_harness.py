@@ -98,11 +98,17 @@ def process(
     *,
     env: dict[str, str] | None = None,
     timeout: float = 30.0,
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start ``args``, wait until ``port`` answers, stop it (TERM, then KILL) on exit."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
         )
         try:
             wait_listening(proc, port, log, timeout)
@@ -263,7 +269,10 @@ def runbell_serve(
         str(port),
         "--log-json",
     ]
-    with process(cmd, port, workdir / "serve.log", env=env, timeout=60) as proc:
+    # In the workdir: a child started with ``python -m`` (the delivery worker) puts its
+    # working directory first on its path, and the repository's tree would then shadow
+    # the one ``latency.py --commit`` exports.
+    with process(cmd, port, workdir / "serve.log", env=env, timeout=60, cwd=workdir) as proc:
         yield f"http://{HOST}:{port}", proc.pid
 
 
