@@ -25,6 +25,39 @@ ConfigOption = Annotated[
     list[Path] | None,
     typer.Option("--config", "-c", help="Automations YAML (repeatable); default $RUNBELL_CONFIG"),
 ]
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LogLevelOption = Annotated[
+    str,
+    typer.Option(
+        "--log-level",
+        envvar="RUNBELL_LOG_LEVEL",
+        help=f"Least severe log lines shown: {', '.join(LOG_LEVELS)}",
+    ),
+]
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        typer.echo(f"runbell {version('runbell')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version"),
+    ] = False,
+) -> None:
+    """runbell: automations for runs."""
+
+
+def _log_level(level: str) -> str:
+    if level.lower() not in LOG_LEVELS:
+        raise typer.BadParameter(f"{level!r}: write one of {', '.join(LOG_LEVELS)}")
+    return level.lower()
 
 
 @app.command()
@@ -33,6 +66,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8900,
     log_json: Annotated[bool, typer.Option("--log-json", help="JSON log lines")] = False,
+    log_level: LogLevelOption = "info",
 ) -> None:
     """Run the API, engine and dispatcher (embedded default unless RUNBELL_BUS is set)."""
     import uvicorn
@@ -44,18 +78,24 @@ def serve(
     settings = Settings.from_env(config_paths=tuple(config) if config else None)
     loaded = load_or_exit(list(settings.config_paths), settings.env, exit_code=2)
     redactor = Redactor(loaded.secrets())
+    level = _log_level(log_level)
     token = settings.api_token
     if token is None:
         token = secrets.token_urlsafe(32)
         typer.echo(f"runbell: no RUNBELL_API_TOKEN set; this run's API token is: {token}", err=True)
     redactor.add(token)
-    configure_logging(redactor, json=log_json)
+    configure_logging(redactor, json=log_json, level=level)
     delivery = None
     if settings.delivery == "process":  # automations/service/worker.py
         delivery = [sys.executable, "-m", "automations.service.worker"]  # `runbell deliver`
         delivery += [arg for path in settings.config_paths for arg in ("--config", str(path))]
         delivery += ["--log-json"] if log_json else []
+        delivery += ["--log-level", level]
     service = Service(settings, loaded, delivery_argv=delivery)
+    whose = "RUNBELL_API_TOKEN" if settings.api_token else "the one printed above"
+    typer.echo(
+        f"runbell: serving on http://{host}:{port} (API token: {whose}; Ctrl-C stops)", err=True
+    )
     uvicorn.run(
         create_app(service, token), host=host, port=port, log_level="warning", access_log=False
     )
@@ -65,12 +105,14 @@ def serve(
 def deliver(
     config: ConfigOption = None,
     log_json: Annotated[bool, typer.Option("--log-json", help="JSON log lines")] = False,
+    log_level: LogLevelOption = "info",
 ) -> None:
     """Run a delivery worker on the database of a `runbell serve` (its own process)."""
-    from automations.service.worker import main
+    from automations.service.worker import main as run_worker
 
     args = [arg for path in config or () for arg in ("--config", str(path))]
-    raise typer.Exit(main([*args, *(["--log-json"] if log_json else [])]))
+    args += ["--log-level", _log_level(log_level)]
+    raise typer.Exit(run_worker([*args, *(["--log-json"] if log_json else [])]))
 
 
 @app.command()
@@ -110,8 +152,16 @@ def emit(
     text = reply.body.decode(errors="replace")
     if reply.result.status_code != 202:
         typer.echo(f"runbell emit: {reply.result.status_code} {text}", err=True)
+        if reply.result.status_code == 401:
+            typer.echo(_UNAUTHORISED_HINT, err=True)
         raise typer.Exit(1)
     typer.echo(text)
+
+
+_UNAUTHORISED_HINT = (
+    "runbell emit: the API wants its token: set RUNBELL_API_TOKEN (or pass --token) to the "
+    "value `runbell serve` was started with, or to the one it printed when none was set"
+)
 
 
 async def _post(url: str, body: Any, headers: dict[str, str]) -> Reply:

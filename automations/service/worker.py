@@ -124,7 +124,12 @@ class DeliveryWorker:
                 await process.wait()
 
     async def _spawn(self) -> None:
-        self._process = await asyncio.create_subprocess_exec(*self._argv, env=self._env)
+        # A session of its own: Ctrl-C at a terminal signals the service's process group
+        # only, and the service stops the worker (SIGTERM) after the service's own work;
+        # a worker that got the SIGINT too would exit first and look like a crash.
+        self._process = await asyncio.create_subprocess_exec(
+            *self._argv, env=self._env, start_new_session=True
+        )
         self.started += 1
         log.info("delivery_worker_started", pid=self._process.pid)
 
@@ -229,7 +234,7 @@ async def _run_worker(args: argparse.Namespace, parent: int | None) -> int:
 
     settings = Settings.from_env(config_paths=tuple(Path(p) for p in args.config) or None)
     config = load_or_exit(list(settings.config_paths), settings.env, exit_code=2)
-    configure_logging(Redactor(config.secrets()), json=args.log_json)
+    configure_logging(Redactor(config.secrets()), json=args.log_json, level=args.log_level)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -292,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m automations.service.worker")
     parser.add_argument("--config", action="append", default=[])
     parser.add_argument("--log-json", action="store_true")
+    parser.add_argument("--log-level", default="info")
     parser.add_argument(
         "--supervised", action="store_true", help="stop when the parent process is gone"
     )

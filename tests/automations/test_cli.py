@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -98,9 +99,72 @@ def test_serve_without_token_generates_and_prints_one(tmp_path: Path) -> None:
         assert httpx.get(f"{url}/api/events").status_code == 401
         authorised = {"Authorization": f"Bearer {token}"}
         assert httpx.get(f"{url}/api/events", headers=authorised).status_code == 200
+        assert f"serving on {url}" in proc.stderr.readline()
+        wrong = subprocess.run(
+            [str(RUNBELL), "emit", "--event", "x.y", "--resource-id", "x.1", "--url", url],
+            env={**env, "RUNBELL_API_TOKEN": "not-it"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert wrong.returncode == 1
+        assert "401" in wrong.stderr
+        assert "RUNBELL_API_TOKEN" in wrong.stderr  # where the token comes from
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_ctrl_c_stops_serve_and_its_worker_quietly(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the terminal's process group) stops serve, exit 0, no error lines."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RUNBELL_BUS"}
+    env |= {
+        "RUNBELL_API_TOKEN": "t",
+        "RUNBELL_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
+        "RUNBELL_LOG_LEVEL": "warning",
+    }
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(RUNBELL), "serve", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,  # a process group of its own, as a terminal gives
+        )
+    try:
+        children: list[str] = []
+        for _ in range(300):  # bounded: 30 s for the server and its worker
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            with contextlib.suppress(httpx.HTTPError):
+                if children and httpx.get(f"http://127.0.0.1:{port}/health").is_success:
+                    break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.1)
+        assert children, "serve started no delivery worker"
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "serving on" in text
+    assert "delivery_worker_exited" not in text
+    assert "service_started" not in text  # an info line, below --log-level warning
+    assert not Path(f"/proc/{children[0]}").exists()
+
+
+def test_version_and_an_unknown_log_level() -> None:
+    """--version prints the version; --log-level refuses a level it does not know."""
+    version = subprocess.run([str(RUNBELL), "--version"], capture_output=True, text=True)
+    assert version.returncode == 0
+    assert version.stdout.startswith("runbell 0.")
+    loud = subprocess.run(
+        [str(RUNBELL), "serve", "--log-level", "loud"], capture_output=True, text=True
+    )
+    assert loud.returncode == 2
+    assert "debug, info, warning, error" in loud.stderr
 
 
 def test_make_run_demo_shows_the_loop(tmp_path: Path) -> None:
