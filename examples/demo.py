@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -37,12 +38,13 @@ class Receiver(BaseHTTPRequestHandler):
         self.send_response(200)
         self.end_headers()
         message = json.loads(body or b"{}")
-        with arrived:
-            received.append(message)
-            arrived.notify_all()
+        # Printed before the main thread is told, so it shows before "the loop works".
         print(f"\n  >>> notification received on {self.path}")
         print(f"      title:   {message.get('title')}")
         print(f"      message: {message.get('message')}\n", flush=True)
+        with arrived:
+            received.append(message)
+            arrived.notify_all()
 
     def log_message(self, *_: Any) -> None:
         pass
@@ -138,6 +140,7 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             serve.kill()
         receiver.shutdown()
+        shutil.rmtree(workdir, ignore_errors=True)  # the demo's database and event file
 
 
 if __name__ == "__main__":

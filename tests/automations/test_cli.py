@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -181,6 +182,11 @@ def test_make_run_demo_shows_the_loop(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "title:   Run daft-wallaby failed" in done.stdout
     assert "the loop works" in done.stdout
+    # The notification shows before the demo says it worked, and nothing is left behind.
+    assert done.stdout.index("title:   Run daft") < done.stdout.index("the loop works")
+    workdir = done.stdout.split("SQLite in ", 1)[1].split(")", 1)[0]
+    assert workdir.startswith(tempfile.gettempdir())
+    assert not Path(workdir).exists()
 
 
 def test_import_prefect_prints_yaml_and_warns_on_stderr() -> None:
