@@ -67,7 +67,7 @@ _STATE_VERBS = {
 def default_message(context: Mapping[str, Any]) -> Message:
     """A useful message for the event in ``context`` (see the module docstring)."""
     event: Mapping[str, Any] = context.get("event") or {}
-    name = str(event.get("event", "") or "event")
+    name = str(event.get("event", "") or "")
     family, _, detail = name.partition(".")
     resource: Mapping[str, Any] = event.get("resource") or {}
     related = _related_names(event.get("related") or [])
@@ -117,7 +117,30 @@ def default_message(context: Mapping[str, Any]) -> Message:
         subject = f"{name} on '{resource_name}'" if resource_name else name
     # Slack lays the fields out itself; its text block only needs the state message.
     attrs["summary"] = attrs.get("state_message", "")
+    expected = context.get("expected")
+    if isinstance(expected, Mapping):  # a Proactive firing: what did NOT happen
+        missing = _missing(expected)
+        if not event:
+            subject = f"Automation '{automation}': {missing}" if automation else missing
+        elif family in ("flow-run", "task-run"):
+            where = f" of flow '{attrs['flow']}'" if attrs["flow"] else ""
+            subject = f"{attrs['kind'].capitalize()} '{resource_name}'{where}: {missing}"
+        else:
+            subject = f"'{resource_name}': {missing}" if resource_name else missing
+        attrs["summary"] = missing
+        attrs["state"] = attrs["state_type"] = attrs["state_message"] = ""
+    elif not event:
+        subject = f"Automation '{automation}' fired" if automation else "runbell alert"
     return Message(subject=subject, body=_body(subject, attrs), attributes=_nonempty(attrs))
+
+
+def _missing(expected: Mapping[str, Any]) -> str:
+    """``no flow-run.Completed within 26h`` for a Proactive firing's ``expected``."""
+    names = [str(n) for n in expected.get("expect") or []]
+    what = " or ".join(names) if names else "event"
+    within = expected.get("within_s")
+    when = f" within {humanize(within)}" if isinstance(within, (int, float)) and within else ""
+    return f"no {what}{when}"
 
 
 def _readable(detail: str) -> str:

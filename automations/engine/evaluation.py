@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +26,7 @@ from automations.core.triggers import (
 )
 from automations.engine.candidates import CandidateIndex
 from automations.engine.firing_ids import firing_id_for
-from automations.spec import Automation, Config
+from automations.spec import Automation, Config, EventTrigger
 from automations.spec.loop_guard import automation_resource
 from automations.state import Firing, Intent
 from automations.state import triggers as trigger_store
@@ -52,6 +52,12 @@ class Evaluation:
                 for actions in (a.actions, a.actions_on_resolve)
             )
             for name, a in self.automations.items()
+        }
+        # (automation, trigger path) → what a Proactive trigger expected, for its messages.
+        self._expected = {
+            (name, path): expected
+            for name, a in self.automations.items()
+            for path, expected in _proactive(a.roots())
         }
         self._last_triggered: dict[tuple[str, str], datetime] = {}  # for ``cooldown``
         self.paused: set[str] = set()
@@ -210,6 +216,16 @@ class Evaluation:
     ) -> Firing:
         found = (self._event(i, current) for i in decided.event_ids)
         events = [e.json_dict() for e in found if e is not None]
+        context: dict[str, Any] = {
+            "muted": muted,
+            "automation": {"name": automation.name, "description": automation.description},
+            "events": events,  # "event" (the first) is added when read back
+            "trigger": decided.trigger,
+        }
+        if decided.state == "triggered":
+            expected = self._expected.get((automation.name, decided.trigger))
+            if expected is not None:
+                context["expected"] = expected
         return Firing(
             id=firing_id_for(decided),
             automation=automation.name,
@@ -218,13 +234,18 @@ class Evaluation:
             bucket=decided.bucket,
             event_ids=list(decided.event_ids),
             silenced=muted is not None,
-            context={
-                "muted": muted,
-                "automation": {"name": automation.name, "description": automation.description},
-                "events": events,  # "event" (the first) is added when read back
-                "trigger": decided.trigger,
-            },
+            context=context,
         )
+
+
+def _proactive(roots: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, {"expect", "within_s"}) of every Proactive event trigger, children included."""
+    for path, trigger in roots:
+        if isinstance(trigger, EventTrigger) and trigger.posture == "Proactive":
+            within = trigger.within.total_seconds()
+            yield path, {"expect": list(trigger.expect), "within_s": within}
+        children = getattr(trigger, "triggers", None) or []
+        yield from _proactive((f"{path}.triggers[{i}]", t) for i, t in enumerate(children))
 
 
 def _bucket_key(bucket: dict[str, str]) -> str:

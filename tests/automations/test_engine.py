@@ -11,14 +11,16 @@ from uuid import UUID
 import pytest
 import yaml
 
+from automations.delivery.actions.context import template_context
 from automations.engine import CandidateIndex, Engine
-from automations.engine.replay import drive, run_timers
+from automations.engine.replay import drive, replay, run_timers
 from automations.spec import Config
 from automations.spec.loader import load_config
 from automations.state import StateStore
 from events.database import create_engine
 from events.model import Event
 from events.testing import FakeClock
+from notifiers import default_message
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
@@ -376,3 +378,39 @@ def test_firing_id_is_time_ordered_and_deterministic(automation: str) -> None:
     keep = (1 << 80) - 1 ^ (0xF << 76)  # below the timestamp, without the version nibble
     assert made.int & keep == hashed.int & keep
     assert firing_id_for(decided) < firing_id_for(later)
+
+
+PROACTIVE_YAML = """
+channels: {c: {url: "json://127.0.0.1:9/x"}}
+automations:
+  - name: etl-sla
+    trigger:
+      type: event
+      posture: Proactive
+      after: ["flow-run.Running"]
+      expect: ["flow-run.Completed"]
+      for_each: [resource.id]
+      within: 2h
+    actions: [{type: notify, channel: c}]
+"""
+
+
+async def test_a_proactive_firing_carries_what_it_expected_into_its_message(
+    tmp_path: Path,
+) -> None:
+    """The firing's context names the expected events and window; the default message says so."""
+    (tmp_path / "a.yaml").write_text(PROACTIVE_YAML)
+    config = load_config([tmp_path / "a.yaml"], {})
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    running = Event.model_validate(
+        {
+            "id": "0190b6b0-0000-7000-8000-000000000001",
+            "occurred": t0.isoformat(),
+            "event": "flow-run.Running",
+            "resource": {"resource.id": "flow-run.1", "resource.name": "nightly-etl"},
+        }
+    )
+    [firing] = await replay(config, [running], until=t0 + timedelta(hours=3))
+    assert firing.context["expected"] == {"expect": ["flow-run.Completed"], "within_s": 7200.0}
+    message = default_message(template_context(firing))
+    assert message.subject == "Flow run 'nightly-etl': no flow-run.Completed within 2h"

@@ -142,3 +142,42 @@ def test_duration_is_humanized_when_the_payload_has_one() -> None:
         }
     )
     assert message.attributes["duration"] == "3m 20s"
+
+
+@pytest.mark.parametrize(
+    ("ctx", "subject"),
+    [
+        (  # "Running but not finished": the run that started is the firing's event
+            context(
+                "flow_run_Running_adhoc",
+                expected={"expect": ["flow-run.Completed", "flow-run.Failed"], "within_s": 7200},
+            ),
+            "Flow run 'eccentric-sheep' of flow 'lab-ok-flow': "
+            "no flow-run.Completed or flow-run.Failed within 2h",
+        ),
+        (  # "no Completed within 26h": no event at all
+            {
+                "event": {},
+                "automation": {"name": "nightly"},
+                "expected": {"expect": ["flow-run.Completed"], "within_s": 93600},
+            },
+            "Automation 'nightly': no flow-run.Completed within 1d 2h",
+        ),
+    ],
+)
+def test_a_proactive_firing_says_what_did_not_happen(ctx: dict[str, Any], subject: str) -> None:
+    """A Proactive firing names the events it expected and the window, not its event."""
+    message = default_message(ctx)
+    assert message.subject == subject
+    assert message.body.startswith(subject + ".")
+    assert "Event: " not in message.body
+    assert "is running" not in message.body
+    assert message.attributes["summary"] == subject.rsplit(": ", 1)[1]
+    assert "state" not in message.attributes
+
+
+def test_a_firing_without_an_event_is_not_called_event() -> None:
+    """No event (a firing the engine made on a timer): the automation, not "event"."""
+    message = default_message({"event": {}, "automation": {"name": "nightly"}})
+    assert message.subject == "Automation 'nightly' fired"
+    assert message.body == "Automation 'nightly' fired.\nAutomation: nightly"

@@ -62,8 +62,11 @@ def template_context(firing: Firing, ui_base_url: str | None = None) -> dict[str
         "labels": firing.bucket,
         "ui_base_url": ui_base_url or "",
     }
-    event: Mapping[str, Any] = context.get("event") or {}
-    context.setdefault("event", {})
+    events = context.get("events") or []
+    # A firing read back from the store carries "event"; one fresh from the engine
+    # (``runbell test``) has only "events", whose first is the triggering one.
+    event: Mapping[str, Any] = context.get("event") or (events[0] if events else {})
+    context["event"] = event
     context.setdefault("events", [event] if event else [])
     context["run"] = _find(event, _RUN_KINDS, "flow-run")
     context["flow"] = _find(event, ("flow",), "flow")
