@@ -16,6 +16,8 @@ import typer
 
 from automations.service.settings import Settings
 from automations.service.wiring import load_or_exit
+from automations.spec import Automation
+from automations.state import Firing
 from events.clock import SystemClock
 from notifiers import HttpClient, Reply
 
@@ -241,9 +243,9 @@ def replay_events(
         datetime | None, typer.Option(help="Run the clock on to here so deadlines fire")
     ] = None,
 ) -> None:
-    """Replay events through the real engine in virtual time; one JSON line per firing."""
-    import asyncio
-
+    """Replay events through the real engine in virtual time; one JSON line per firing,
+    with why its actions were muted (paused, silence:<name>, cooldown) and what each
+    action would send (a notify's rendered subject and body)."""
     from automations.engine.replay import firing_line, replay
     from events.model import Event
     from notifiers import Redactor, configure_logging
@@ -260,8 +262,39 @@ def replay_events(
             typer.echo(f"{events}:{number}: not a valid event: {exc}", err=True)
             raise typer.Exit(2) from None
     firings = asyncio.run(replay(config, parsed, start=_aware(start), until=_aware(until)))
+    automations_by_name = {a.name: a for a in config.automations}
     for firing in firings:
-        typer.echo(json.dumps(firing_line(firing)))
+        found = firing_line(firing)
+        found["muted"] = firing.context.get("muted")
+        found["actions"] = _dry_run(automations_by_name[firing.automation], firing)
+        typer.echo(json.dumps(found))
+
+
+def _dry_run(automation: Automation, firing: Firing) -> list[dict[str, Any]]:
+    """What each of the firing's actions would do: a notify's message, rendered as it
+    would be sent (or the template's error); the other actions as configured."""
+    from automations.delivery.actions.context import template_context
+    from automations.delivery.actions.notify import render_message
+    from automations.spec import NotifyAction
+    from notifiers import TemplateError
+
+    resolved = firing.state == "resolved"
+    context = template_context(firing)
+    out: list[dict[str, Any]] = []
+    for action in automation.actions_on_resolve if resolved else automation.actions:
+        entry: dict[str, Any] = {"type": action.type}
+        if isinstance(action, NotifyAction):
+            entry["channel"] = action.channel
+            try:
+                message = render_message(action, context, resolved=resolved)
+            except TemplateError as exc:
+                entry["error"] = f"template: {exc}"
+            else:
+                entry |= {"subject": message.subject, "body": message.body}
+        else:
+            entry["action"] = action.model_dump(mode="json", exclude_none=True)
+        out.append(entry)
+    return out
 
 
 def _aware(moment: datetime | None) -> datetime | None:

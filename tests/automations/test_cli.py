@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from uuid import uuid4
 
 import httpx
 from typer.testing import CliRunner
@@ -231,3 +233,46 @@ def _import_prefect(source: Path) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+def test_runbell_test_shows_what_each_firing_would_send_and_what_was_muted(
+    tmp_path: Path,
+) -> None:
+    """`runbell test` prints each firing's rendered notify and why its actions were muted."""
+    (tmp_path / "a.yaml").write_text(
+        """
+channels: {team: {url: "json://127.0.0.1:9/x"}}
+automations:
+  - name: failures
+    cooldown: 1h
+    trigger: {type: event, expect: ["flow-run.Failed"]}
+    actions:
+      - type: notify
+        channel: team
+        subject: "Run {{ event.resource['resource.name'] }} failed"
+      - type: do-nothing
+"""
+    )
+    lines = []
+    for minute, name in ((0, "first"), (5, "second")):
+        lines.append(
+            Event.model_validate(
+                {
+                    "id": str(uuid4()),
+                    "occurred": f"2026-12-01T00:0{minute}:00Z",
+                    "event": "flow-run.Failed",
+                    "resource": {"resource.id": f"flow-run.{name}", "resource.name": name},
+                }
+            ).model_dump_json()
+        )
+    (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(
+        app, ["test", str(tmp_path / "a.yaml"), "--events", str(tmp_path / "events.jsonl")]
+    )
+    assert result.exit_code == 0, result.output
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    assert first["muted"] is None
+    assert first["actions"][0]["subject"] == "Run first failed"
+    assert first["actions"][0]["body"].startswith("Flow run 'first' failed.")
+    assert first["actions"][1] == {"type": "do-nothing", "action": {"type": "do-nothing"}}
+    assert second["muted"] == "cooldown"
