@@ -16,7 +16,9 @@ sending and reading the whole answer. Connections are kept alive (at most 16 per
 host, 100 in all); proxies come from the environment (``HTTPS_PROXY``,
 ``HTTP_PROXY``, ``NO_PROXY``), as httpx's ``trust_env`` does; no cookies are kept.
 Reasons never quote a URL or an exception message (they can hold credentials);
-answer excerpts are scrubbed of every secret given to :func:`register_secrets`.
+answer excerpts are scrubbed, before they are cut, of every secret given to
+:func:`register_secrets` and of the request's own (its URL's secret parts and its
+header values), in their plain and encoded forms.
 Nothing is logged but, at DEBUG, ``HTTP Request: <method> <masked url> <status>``.
 """
 
@@ -38,7 +40,7 @@ import orjson
 
 from notifiers.channel import is_retryable_status
 from notifiers.model import SendResult
-from notifiers.secrets import Redactor, mask_url
+from notifiers.secrets import Redactor, mask_url, redact_secrets, register_secrets, secret_parts
 
 __all__ = [
     "HttpClient",
@@ -50,22 +52,27 @@ __all__ = [
 
 log = logging.getLogger("runbell.http")
 
-# Secrets the channels were built with (webhook URLs, tokens, header values): an
-# answer excerpt quoted in a reason may echo them back.
-_SECRETS = Redactor()
 # Longest answer excerpt quoted in a failure reason.
 _EXCERPT = 200
+# How much of a failed answer is scrubbed before the excerpt is cut from it: a secret
+# must be masked whole before the cut, or its first half would be quoted.
+_SCRUBBED = 64 * 1024
+# Request headers whose values are not secret (and that an echo quotes usefully).
+_PUBLIC_HEADERS = frozenset(
+    {"accept", "content-type", "content-length", "idempotency-key", "user-agent"}
+)
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 _PROXY_CACHE_MAX = 1024
 
 
-def register_secrets(*secrets: str) -> None:
-    """Remember secrets to scrub from reasons (URLs are split into their secret parts too)."""
-    for secret in secrets:
-        if "://" in secret:
-            _SECRETS.add_url(secret)
-        else:
-            _SECRETS.add(secret)
+def _request_secrets(url: str, headers: Mapping[str, str]) -> Redactor:
+    """One request's own secrets, masked by value wherever an answer echoes them: the
+    secret parts of its URL (a templated URL may carry a token from event data) and
+    its header values (``Bearer <token>`` also as the token alone)."""
+    values = [v for k, v in headers.items() if k.lower() not in _PUBLIC_HEADERS]
+    redactor = Redactor(secret_parts(url))
+    redactor.add(*values, *(v.partition(" ")[2] for v in values if " " in v))
+    return redactor
 
 
 def elapsed_ms(started: float) -> float:
@@ -212,13 +219,15 @@ class HttpClient:
             )
         else:
             reason = f"{what} answered HTTP {code}"
-            excerpt = body[: _EXCERPT * 4].decode("utf-8", "replace")[:_EXCERPT].strip()
+            # Scrubbed whole, then cut: registered secrets and this request's own.
+            answer = redact_secrets(body[:_SCRUBBED].decode("utf-8", "replace"))
+            excerpt = _request_secrets(url, sent).redact(answer)[:_EXCERPT].strip()
             if excerpt:
                 reason += f": {excerpt}"
             result = SendResult.failure(
                 target,
                 elapsed_ms(started),
-                reason=_SECRETS.redact(reason),
+                reason=reason,
                 retryable=is_retryable_status(code),
                 status_code=code,
                 retry_after=retry_after_seconds(headers_in),

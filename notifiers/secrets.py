@@ -6,10 +6,16 @@ Two tools, used together:
   path segments of known webhook hosts, and secret-named query parameters
   become ``***``.
 * ``Redactor`` remembers the secret strings themselves (resolved ``${ENV}``
-  values, whole channel URLs and their secret parts) and scrubs them from
-  every structlog event, whatever key they hide under. ``configure_logging``
-  installs it once, at start-up, for structlog and the stdlib ``logging``
-  (Apprise logs through the stdlib).
+  values, whole channel URLs and their secret parts) and scrubs them, and
+  their percent-encoded and JSON-escaped forms, from every structlog event,
+  whatever key they hide under, and from every failure reason before it is
+  stored or emitted. ``configure_logging`` installs one once, at start-up, for
+  structlog and the stdlib ``logging`` (Apprise logs through the stdlib).
+* ``register_secrets`` / ``redact_secrets``: the process's own ``Redactor``,
+  which ``notifiers.http`` applies to answer excerpts before they are cut to a
+  reason's length (a secret cut in two would leak its first half). Channels
+  register their credentials there; the service and the delivery worker
+  register every secret of their config at start.
 """
 
 from __future__ import annotations
@@ -21,13 +27,22 @@ import sys
 import threading
 from collections.abc import Iterable
 from typing import Any, TextIO
-from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlsplit, urlunsplit
 
 import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["MASK", "Redactor", "configure_logging", "mask_url", "secret_parts"]
+__all__ = [
+    "MASK",
+    "Redactor",
+    "configure_logging",
+    "encoded_forms",
+    "mask_url",
+    "redact_secrets",
+    "register_secrets",
+    "secret_parts",
+]
 
 MASK = "***"
 
@@ -75,6 +90,25 @@ _SHORT_TOKENISH = re.compile(r"^(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9_\-.~+=]{8,}$
 
 # Shorter strings would redact ordinary words out of every log line.
 _MIN_SECRET_LEN = 4
+
+# What encoders leave unescaped: nothing, a path's "/", or a query's characters
+# (yarl, which aiohttp sends with, keeps these in a query and writes a space as "+").
+_ENCODER_SAFE = ("", "/", "/?:@!$'()*,;=")
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-F]{2}")
+
+
+def encoded_forms(secret: str) -> set[str]:
+    """``secret`` and the forms an echo of it may take: percent-encoded (``%20`` or
+    ``+`` for a space, upper- or lower-case hex, with or without ``/`` and a query's
+    characters escaped) and escaped inside a JSON string."""
+    forms = {secret}
+    for safe in _ENCODER_SAFE:
+        forms.add(quote(secret, safe=safe))
+        forms.add(quote_plus(secret, safe=safe))
+    forms |= {_PERCENT_ESCAPE.sub(lambda m: m.group(0).lower(), form) for form in forms}
+    forms.add(stdlib_json.dumps(secret)[1:-1])
+    forms.add(stdlib_json.dumps(secret, ensure_ascii=False)[1:-1])
+    return forms
 
 
 def _looks_like_domain(host: str) -> bool:
@@ -173,7 +207,9 @@ class Redactor:
     """Remembers secret strings and replaces them with ``***`` wherever they appear.
 
     Thread-safe. Register values as soon as they are resolved (``add``), and
-    channel URLs with ``add_url`` (the URL and each secret part of it).
+    channel URLs with ``add_url`` (the URL and each secret part of it). A secret
+    is masked by value wherever it appears, in its own form or an encoded one
+    (``encoded_forms``: a target echoing a query string sends it encoded).
     Strings shorter than 4 characters are ignored: redacting them would
     mangle ordinary words in every log line.
     """
@@ -187,7 +223,8 @@ class Redactor:
     def add(self, *secrets: str) -> None:
         """Register secret strings."""
         with self._lock:
-            fresh = {s for s in secrets if len(s) >= _MIN_SECRET_LEN} - self._secrets
+            given = {s for s in secrets if len(s) >= _MIN_SECRET_LEN} - self._secrets
+            fresh = {form for s in given for form in encoded_forms(s)} - self._secrets
             if not fresh:
                 return
             self._secrets |= fresh
@@ -205,6 +242,10 @@ class Redactor:
         if pattern is None:
             return text
         return pattern.sub(MASK, text)
+
+    def __bool__(self) -> bool:
+        """Whether any secret is registered."""
+        return self._pattern is not None
 
     def _redact_value(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -228,6 +269,24 @@ class Redactor:
         if self._pattern is None:
             return event_dict
         return {self.redact(key): self._redact_value(value) for key, value in event_dict.items()}
+
+
+# The process's secrets (see the module docstring): one registry, filled at start.
+_PROCESS = Redactor()
+
+
+def register_secrets(*secrets: str) -> None:
+    """Register secrets with the process's ``Redactor`` (URLs with their secret parts)."""
+    for secret in secrets:
+        if "://" in secret:
+            _PROCESS.add_url(secret)
+        else:
+            _PROCESS.add(secret)
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with every secret given to ``register_secrets`` replaced by ``***``."""
+    return _PROCESS.redact(text)
 
 
 class _RedactingFilter(logging.Filter):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,7 +49,7 @@ from automations.state import AttemptRow, Firing, OutboxRow, Outcome, StateStore
 from automations.state.model import as_read
 from events.clock import Clock
 from events.model import Event
-from notifiers import HttpClient, Notifier, SendResult
+from notifiers import HttpClient, Notifier, Redactor, SendResult
 
 log = structlog.get_logger("runbell.dispatcher")
 
@@ -82,8 +83,12 @@ class Dispatcher:
         rate_limits: Mapping[str, TokenBucket] | None = None,
         ui_base_url: str | None = None,
         grouping: GroupingStage | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.state = state
+        # The config's secrets: masked out of every reason and target before the log
+        # line, the attempt, the outbox row and the action event are made from them.
+        self.redactor = redactor or Redactor()
         self.clock = clock
         self.policy = policy or RetryPolicy()
         self.concurrency = concurrency
@@ -351,6 +356,7 @@ class Dispatcher:
             if job is None:
                 job = Job(row, action, firing, template_context(firing, self.ui_base_url))
             result = await self._execute(job)
+        result = self._masked(result)
         self._log(row, action_type, result)
         status, next_at = next_status(row, action, result, now, self.policy)
         # Every field given, typed: no validation. (model_construct skips configuring the
@@ -409,6 +415,16 @@ class Dispatcher:
                 )
             return await self.grouping.deliver(job)
         return await execute(job, self.runtime)
+
+    def _masked(self, result: SendResult) -> SendResult:
+        """``result`` with the config's secrets masked out of its reason and target (a
+        target may echo them into a reason, in any position, encoded or not)."""
+        if not self.redactor:
+            return result
+        reason, target = self.redactor.redact(result.reason), self.redactor.redact(result.target)
+        if reason == result.reason and target == result.target:
+            return result
+        return dataclasses.replace(result, reason=reason, target=target)
 
     def _log(self, row: OutboxRow, action_type: str, result: SendResult) -> None:
         fields: dict[str, Any] = {

@@ -19,13 +19,32 @@ from automations.delivery.dispatcher import Dispatcher
 from automations.delivery.grouping_stage import NotifyGrouping
 from automations.errors import ConfigError
 from automations.service.settings import Settings
-from automations.spec import Config
+from automations.spec import CallWebhookAction, Config
 from automations.spec.loader import load_config
 from automations.state import StateStore
 from events.clock import Clock
-from notifiers import Notifier
+from notifiers import Notifier, Redactor
+from notifiers.secrets import register_secrets, secret_parts
 
-__all__ = ["build_dispatcher", "freeze_startup_heap", "load_or_exit"]
+__all__ = ["build_dispatcher", "config_secrets", "freeze_startup_heap", "load_or_exit"]
+
+
+def config_secrets(config: Config) -> set[str]:
+    """Every secret the config knows: ``Config.secrets()`` (each ``${ENV}`` value
+    substituted at load, channel URLs and credentials, API keys) and what the
+    ``call-webhook`` actions spell out literally: header values (``Bearer <token>``
+    also as the token alone) and their URLs' secret parts (secret-named query
+    parameters, passwords). Templated parts are masked per request, by value
+    (``notifiers.http``)."""
+    found = set(config.secrets())
+    for automation in config.automations:
+        for action in automation.actions:
+            if not isinstance(action, CallWebhookAction):
+                continue
+            values = [v for v in action.headers.values() if "{" not in v]
+            found.update(values, (v.partition(" ")[2] for v in values if " " in v))
+            found.update(part for part in secret_parts(action.url) if "{" not in part)
+    return found
 
 
 def build_dispatcher(
@@ -39,7 +58,13 @@ def build_dispatcher(
     controllers: Mapping[str, RunController] | None = None,
 ) -> tuple[Dispatcher, Channels, dict[str, RunController]]:
     """The dispatcher the config describes, with its channels and run controllers (for
-    the service, and for the delivery worker process)."""
+    the service, and for the delivery worker process).
+
+    Registers every secret of the config once, here, in both processes: with the
+    process's registry (answer excerpts are scrubbed before they are cut) and with the
+    dispatcher (reasons and targets, before they are logged, stored or emitted)."""
+    secrets = config_secrets(config)
+    register_secrets(*secrets)
     channels = build_channels(config.channels, notifiers=notifiers)
     built = (
         dict(controllers)
@@ -57,6 +82,7 @@ def build_dispatcher(
         grouping=NotifyGrouping(
             state, channels.notifiers, config.automations, ui_base_url=settings.ui_url
         ),
+        redactor=Redactor(secrets),
     )
     return dispatcher, channels, built
 

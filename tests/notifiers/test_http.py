@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from notifiers import HttpClient, retry_after_seconds
+from notifiers.http import register_secrets
 from tests.integration.http_receiver import HttpReceiver, Reply, free_port
 
 pytestmark = pytest.mark.integration
@@ -138,6 +139,39 @@ async def test_secrets_scrubbed_from_excerpts_and_logs(
     assert reply.result.status_code == 401
     assert "HTTP Request: POST" in caplog.text
     assert SECRET not in reply.result.reason + caplog.text
+
+
+async def test_request_secrets_scrubbed_by_value_from_excerpts(
+    client: HttpClient, http_receiver: HttpReceiver
+) -> None:
+    """A URL's secret query value and a request header (say, rendered from event data,
+    so never registered) are masked wherever the answer echoes them, encoded or not."""
+    token, key = "evt tok/4b3a2c1d", "hdr-key-8e7f6a5b"
+    echo = f"GET /echo?access_token=evt+tok/4b3a2c1d HTTP/1.1 X-Api-Key: {key} ({token})"
+    http_receiver.script("/echo", Reply(status=500, body=echo))
+    reply = await client.request(
+        "GET",
+        http_receiver.url("/echo") + "?access_token=evt%20tok%2F4b3a2c1d",
+        target="t",
+        what="webhook",
+        headers={"X-Api-Key": key, "Content-Type": "text/plain"},
+    )
+    reason = reply.result.reason
+    assert reason.startswith("webhook answered HTTP 500: GET /echo?access_token=*** ")
+    assert "4b3a2c1d" not in reason and key not in reason
+
+
+async def test_a_secret_at_the_excerpt_cut_is_masked_whole(
+    client: HttpClient, http_receiver: HttpReceiver
+) -> None:
+    """The excerpt is scrubbed before it is cut: a registered secret spanning the cut
+    is not quoted by its first half."""
+    secret = "cut-SECRET-0a9b8c7d6e5f"
+    register_secrets(secret)
+    http_receiver.script("/cut", Reply(status=500, body="x" * 190 + secret))
+    reply = await client.request("POST", http_receiver.url("/cut"), target="t", what="thing")
+    assert "cut-SECRET" not in reply.result.reason
+    assert reply.result.reason.endswith("x***")
 
 
 def test_one_client_serves_successive_event_loops(http_receiver: HttpReceiver) -> None:

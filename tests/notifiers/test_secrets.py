@@ -52,6 +52,21 @@ def test_redactor_replaces_every_occurrence_longest_first() -> None:
     assert redactor.redact("pw=pa55word99 env=s3cr3t-value") == "pw=*** env=***"
 
 
+def test_redactor_masks_encoded_forms_of_a_secret() -> None:
+    """A target echoing a query string or JSON sends a secret encoded: masked too."""
+    redactor = Redactor(['key with/slash+plus"é'])
+    echoes = [
+        "key%20with%2Fslash%2Bplus%22%C3%A9",  # quote(safe="")
+        "key%20with/slash%2Bplus%22%C3%A9",  # quote()
+        "key+with/slash%2Bplus%22%C3%A9",  # yarl's query: "+" for a space, "/" kept
+        "key+with%2fslash%2bplus%22%c3%a9",  # lower-case hex
+        'key with/slash+plus\\"\\u00e9',  # inside a JSON string
+        'key with/slash+plus\\"é',
+    ]
+    for echo in echoes:
+        assert redactor.redact(f"got {echo}!") == "got ***!", echo
+
+
 def test_redactor_ignores_too_short_strings() -> None:
     """Strings under 4 characters are not registered: they would mangle ordinary words."""
     redactor = Redactor(["ab", ""])
