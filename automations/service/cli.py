@@ -15,7 +15,7 @@ from uuid import uuid4
 import typer
 
 from automations.service.settings import Settings
-from automations.service.wiring import load_or_exit
+from automations.service.wiring import config_secrets, load_or_exit
 from automations.spec import Automation
 from automations.state import Firing
 from events.clock import SystemClock
@@ -79,7 +79,7 @@ def serve(
 
     settings = Settings.from_env(config_paths=tuple(config) if config else None)
     loaded = load_or_exit(list(settings.config_paths), settings.env, exit_code=2)
-    redactor = Redactor(loaded.secrets())
+    redactor = Redactor(config_secrets(loaded))
     level = _log_level(log_level)
     token = settings.api_token
     if token is None:
@@ -251,7 +251,9 @@ def replay_events(
     from notifiers import Redactor, configure_logging
 
     config = load_or_exit(automations, os.environ, exit_code=2)
-    configure_logging(Redactor(config.secrets()), json=False, stream=sys.stderr, level="warning")
+    configure_logging(
+        Redactor(config_secrets(config)), json=False, stream=sys.stderr, level="warning"
+    )
     parsed: list[Event] = []
     for number, line in enumerate(events.read_text().splitlines(), start=1):
         if not line.strip():

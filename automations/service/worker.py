@@ -225,7 +225,12 @@ async def _orphaned(parent: int) -> None:
 async def _run_worker(args: argparse.Namespace, parent: int | None) -> int:
     from automations.delivery.channels import close_all
     from automations.service.settings import Settings
-    from automations.service.wiring import build_dispatcher, freeze_startup_heap, load_or_exit
+    from automations.service.wiring import (
+        build_dispatcher,
+        config_secrets,
+        freeze_startup_heap,
+        load_or_exit,
+    )
     from events.bus import bus_from_url
     from events.clock import SystemClock
     from events.database import create_engine, normalise_url
@@ -234,7 +239,7 @@ async def _run_worker(args: argparse.Namespace, parent: int | None) -> int:
 
     settings = Settings.from_env(config_paths=tuple(Path(p) for p in args.config) or None)
     config = load_or_exit(list(settings.config_paths), settings.env, exit_code=2)
-    configure_logging(Redactor(config.secrets()), json=args.log_json, level=args.log_level)
+    configure_logging(Redactor(config_secrets(config)), json=args.log_json, level=args.log_level)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
