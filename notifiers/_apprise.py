@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import importlib
 import logging
@@ -17,10 +18,11 @@ from typing import Any
 from urllib.parse import unquote
 
 import apprise
+import requests
 
 from notifiers.channel import is_retryable_status
 from notifiers.errors import ChannelConfigError
-from notifiers.http import elapsed_ms
+from notifiers.http import elapsed_ms, retry_after_seconds
 from notifiers.model import Message, SendResult
 
 __all__ = ["AppriseNotifier"]
@@ -95,6 +97,42 @@ def _url_parts(url: str) -> tuple[str, ...]:
 _scrubber = _UrlPartsScrubber()
 logging.getLogger("apprise").addFilter(_scrubber)
 
+# The HTTP answers the plugin received during one ``_notify`` call: (status, the
+# Retry-After and Date headers). Apprise's result is a status and log lines only,
+# and its plugins keep the ``requests`` response in a local; they all send through
+# ``requests.Session.send`` (``requests.post`` and friends make a Session per call),
+# in our thread or, with a deadline, in Apprise's pool under a copy of our context,
+# so a context variable reaches them. Outside a ``_notify`` call it is None and the
+# wrapper only passes the call through.
+_Answer = tuple[int, dict[str, str]]
+_answers: contextvars.ContextVar[list[_Answer] | None] = contextvars.ContextVar(
+    "runbell_apprise_answers", default=None
+)
+_KEPT_HEADERS = ("Retry-After", "Date")
+
+
+def _capture_answers() -> None:
+    """Wrap ``requests.Session.send`` once so a ``_notify`` call sees its answers."""
+    send = requests.Session.send
+    if getattr(send, "_runbell_captures", False):
+        return
+
+    def capturing_send(
+        self: requests.Session, request: requests.PreparedRequest, **kwargs: Any
+    ) -> requests.Response:
+        response = send(self, request, **kwargs)
+        sink = _answers.get()
+        if sink is not None:
+            kept = {h: v for h in _KEPT_HEADERS if (v := response.headers.get(h)) is not None}
+            sink.append((response.status_code, kept))
+        return response
+
+    capturing_send._runbell_captures = True  # type: ignore[attr-defined]  # idempotence mark
+    setattr(requests.Session, "send", capturing_send)  # noqa: B010  # mypy: no method assignment
+
+
+_capture_answers()
+
 
 def _scheme(url: str) -> str:
     scheme, sep, _ = url.partition("://")
@@ -115,9 +153,12 @@ class AppriseNotifier:
     to ``timeout`` seconds (the URL's own ``cto``/``rto`` are overridden to
     just above it), and an asyncio backstop 1.5 s later.
 
-    Apprise reports no HTTP status and no ``Retry-After``: the status code is
-    read from Apprise's failure log line when it has one (``error=404``);
-    a failure without one is treated as retryable.
+    Apprise reports no HTTP status and no ``Retry-After``: both are read from
+    the HTTP answers its plugin received (``requests.Session.send`` is wrapped
+    once, inert outside a send), the status code else from Apprise's failure
+    log line (``error=404``); a failure without one is treated as retryable.
+    ``Retry-After`` is passed on for a retryable status (429, 503, ...). Plugins
+    that speak no HTTP (email, XMPP, ...) or use another HTTP client have none.
 
     For the generic HTTP schemes (``json``, ``form``, ``xml`` and their ``s``
     variants) the idempotency key is sent as an ``Idempotency-Key`` header,
@@ -201,12 +242,17 @@ class AppriseNotifier:
         return keyed
 
     def _notify(self, target: apprise.Apprise, message: Message, started: float) -> SendResult:
-        result = target.notify(
-            body=message.body,
-            title=message.subject,
-            body_format=_FORMATS[message.format],
-            timeout=self._timeout,
-        )
+        answers: list[_Answer] = []
+        token = _answers.set(answers)
+        try:
+            result = target.notify(
+                body=message.body,
+                title=message.subject,
+                body_format=_FORMATS[message.format],
+                timeout=self._timeout,
+            )
+        finally:
+            _answers.reset(token)
         with result:
             status = result.status
             lines = [entry.message for entry in result.logs()]
@@ -215,12 +261,27 @@ class AppriseNotifier:
         if status == apprise.AppriseResultStatus.TIMEOUT:
             return self._failed(started, f"timed out after {self._timeout:g}s", retryable=True)
         reason = lines[-1] if lines else f"apprise reported {status.name} without a reason"
-        code = _status_code(lines)
+        # A plugin may send more than once (chunks, lookups): the failing answers count.
+        failed = [(code, headers) for code, headers in list(answers) if code >= 400]
+        code = failed[-1][0] if failed else _status_code(lines)
         retryable = True if code is None else is_retryable_status(code)
-        return self._failed(started, reason, retryable=retryable, status_code=code)
+        asked = [wait for _, headers in failed if (wait := _retry_after(headers)) is not None]
+        return self._failed(
+            started,
+            reason,
+            retryable=retryable,
+            status_code=code,
+            retry_after=max(asked) if asked and retryable else None,
+        )
 
     def _failed(
-        self, started: float, reason: str, *, retryable: bool, status_code: int | None = None
+        self,
+        started: float,
+        reason: str,
+        *,
+        retryable: bool,
+        status_code: int | None = None,
+        retry_after: float | None = None,
     ) -> SendResult:
         return SendResult.failure(
             self._target,
@@ -228,7 +289,17 @@ class AppriseNotifier:
             reason=reason,
             retryable=retryable,
             status_code=status_code,
+            retry_after=retry_after,
         )
+
+
+def _retry_after(headers: dict[str, str]) -> float | None:
+    # A malformed header (e.g. two Date values joined by requests) costs the hint,
+    # never the failure's status code.
+    try:
+        return retry_after_seconds(headers)
+    except (TypeError, ValueError):
+        return None
 
 
 def _status_code(lines: list[str]) -> int | None:

@@ -96,9 +96,11 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     try:
         when = parsedate_to_datetime(value)
         now = parsedate_to_datetime(headers["Date"])
+        # Inside the try: one side without a zone (a doubled or odd header) cannot be
+        # subtracted from the other, and that is no Retry-After, not an error.
+        return max(0.0, (when - now).total_seconds())
     except (KeyError, TypeError, ValueError, IndexError):
         return None
-    return max(0.0, (when - now).total_seconds())
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ from automations.delivery.grouping_stage import DIGEST_STATE, GroupingStage
 from automations.delivery.retry import FALLBACK_SUFFIX, RetryPolicy, fallback_intent, next_status
 from automations.delivery.throttle import TokenBucket, throttle
 from automations.spec import NotifyAction
-from automations.state import AttemptRow, Firing, OutboxRow, Outcome, StateStore
+from automations.state import AttemptRow, Firing, Intent, OutboxRow, Outcome, StateStore
 from automations.state.model import as_read
 from events.clock import Clock
 from events.model import Event
@@ -373,7 +373,10 @@ class Dispatcher:
             reason=result.reason[:2000],
             series=row.series,
         )
-        spawn = fallback_intent(row, action) if status == "dead" else ()
+        spawn: tuple[Intent, ...] = ()
+        if status == "dead":
+            self._log_dead(row, action_type, result)
+            spawn = fallback_intent(row, action)
         outcome = Outcome(
             attempt,
             status,
@@ -425,6 +428,19 @@ class Dispatcher:
         if reason == result.reason and target == result.target:
             return result
         return dataclasses.replace(result, reason=reason, target=target)
+
+    def _log_dead(self, row: OutboxRow, action_type: str, result: SendResult) -> None:
+        # The one line saying an alert is lost (its fallback, if any, is owed next);
+        # the Redactor configure_logging installs masks secrets in the reason.
+        log.warning(
+            "delivery_dead",
+            outbox=row.id,
+            automation=row.automation,
+            action=action_type,
+            attempts=row.attempts,
+            target=result.target,
+            reason=result.reason[:2000],
+        )
 
     def _log(self, row: OutboxRow, action_type: str, result: SendResult) -> None:
         fields: dict[str, Any] = {

@@ -1,9 +1,12 @@
 """The retry policy: one stage owns backoff, and it is the dispatcher's.
 
-Exponential backoff with full jitter (``Retry-After`` wins when larger), at most
-``max_attempts`` attempts, none after ``max_age``; an action's own ``retry:``
-overrides the defaults. Notifiers and orchestrator adapters never retry. A dead
-notify with ``fallback`` owes one more intent (:func:`fallback_intent`).
+By default a failed attempt is retried on a fixed schedule that spans a real outage
+(Svix's: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, each step jittered
+±20 %), at most 9 attempts, none after 3 days. An action's ``retry:`` overrides the
+fields it gives: ``backoff`` switches to exponential backoff from it (doubling,
+jittered, capped at 5 min). ``Retry-After`` wins when larger, in either mode.
+Notifiers and orchestrator adapters never retry. A dead notify with ``fallback``
+owes one more intent (:func:`fallback_intent`).
 """
 
 from __future__ import annotations
@@ -21,25 +24,54 @@ from automations.spec import NotifyAction, RetrySpec
 from automations.state import Intent, OutboxRow
 from notifiers import SendResult
 
-__all__ = ["FALLBACK_SUFFIX", "RetryPolicy", "fallback_intent", "next_status"]
+__all__ = ["DEFAULT_SCHEDULE", "FALLBACK_SUFFIX", "RetryPolicy", "fallback_intent", "next_status"]
 
 log = structlog.get_logger("runbell.dispatcher")
 
 FALLBACK_SUFFIX = ":fallback"
 
+_S, _MIN, _H = timedelta(seconds=1), timedelta(minutes=1), timedelta(hours=1)
+DEFAULT_SCHEDULE: tuple[timedelta, ...] = (
+    timedelta(0),
+    5 * _S,
+    5 * _MIN,
+    30 * _MIN,
+    2 * _H,
+    5 * _H,
+    10 * _H,
+    10 * _H,
+)
+"""The wait after failed attempt n (1-based) is step n - 1: about 28 h in all, so a
+channel down for minutes or a night still gets the alert. Svix's schedule."""
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    max_attempts: int = 5
-    base_delay: timedelta = timedelta(seconds=1)
+    """When a failed attempt is retried, and when the row is dead instead.
+
+    ``base_delay`` None: the ``schedule`` (its last step repeats past its end), each
+    step spread by ±``jitter``. ``base_delay`` set: exponential from it, doubling up
+    to ``max_delay``, jittered in [cap/2, cap]. ``Retry-After`` wins when larger.
+    The defaults (9 attempts, 3 days) let the whole default schedule run."""
+
+    max_attempts: int = len(DEFAULT_SCHEDULE) + 1
+    base_delay: timedelta | None = None
     max_delay: timedelta = timedelta(minutes=5)
-    max_age: timedelta = timedelta(hours=24)
+    max_age: timedelta = timedelta(days=3)
     lease: timedelta = timedelta(seconds=60)
+    schedule: tuple[timedelta, ...] = DEFAULT_SCHEDULE
+    jitter: float = 0.2
 
     def delay(self, attempt: int, retry_after: float | None) -> timedelta:
-        """Exponential backoff with full jitter; ``Retry-After`` wins when larger."""
-        cap = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
-        backoff = timedelta(seconds=random.uniform(cap.total_seconds() / 2, cap.total_seconds()))
+        """The wait after failed attempt ``attempt`` (1-based); ``Retry-After`` wins when larger."""
+        if self.base_delay is None:
+            step = self.schedule[min(attempt, len(self.schedule)) - 1].total_seconds()
+            # Jitter spreads the retries of one outage so they do not arrive together.
+            spread = step * self.jitter
+            backoff = timedelta(seconds=random.uniform(step - spread, step + spread))
+        else:
+            cap = min(self.max_delay, self.base_delay * (2 ** (attempt - 1))).total_seconds()
+            backoff = timedelta(seconds=random.uniform(cap / 2, cap))
         if retry_after is not None:
             backoff = max(backoff, timedelta(seconds=retry_after))
         return backoff
@@ -47,17 +79,17 @@ class RetryPolicy:
     def for_action(self, retry: RetrySpec | None) -> RetryPolicy:
         """This policy with an action's own ``retry:`` (max_attempts, max_age, backoff).
 
-        Only the fields the stored action gives replace this policy's (an intent the
-        engine wrote gives all three: it stores the full model)."""
+        Only the fields the action sets replace this policy's: a field left out is
+        None in the model (and in the outbox's copy of it, which stores the model in
+        full). ``backoff`` set means exponential backoff from it instead of the schedule."""
         if retry is None:
             return self
-        given = retry.model_fields_set
         changes: dict[str, Any] = {}
-        if "max_attempts" in given:
+        if retry.max_attempts is not None:
             changes["max_attempts"] = retry.max_attempts
-        if "max_age" in given:
+        if retry.max_age is not None:
             changes["max_age"] = retry.max_age
-        if "backoff" in given:
+        if retry.backoff is not None:
             changes["base_delay"] = retry.backoff
         return dataclasses.replace(self, **changes) if changes else self
 

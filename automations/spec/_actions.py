@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from automations.spec._base import (
     Duration,
+    OptionalDuration,
     Strict,
     check_optional_template,
     check_template,
@@ -37,17 +38,20 @@ STATE_TYPES = frozenset(
 
 
 class RetrySpec(Strict):
-    """Per-action delivery policy: exponential backoff from ``backoff`` (doubling, full
-    jitter, capped at 5 min), at most ``max_attempts`` attempts, none after ``max_age``."""
+    """Per-action delivery policy; a field left out keeps the dispatcher's default
+    (9 attempts on the schedule immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h,
+    each ±20 %; none after 3 days). ``backoff`` replaces the schedule with exponential
+    backoff from it (doubling, jittered, capped at 5 min); ``max_attempts`` counts every
+    attempt, the first included; no attempt is made after ``max_age``."""
 
-    max_attempts: int = Field(default=5, ge=1, le=100)
-    max_age: Duration = timedelta(hours=24)
-    backoff: Duration = timedelta(seconds=1)
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    max_age: OptionalDuration = None
+    backoff: OptionalDuration = None
 
     @field_validator("max_age", "backoff")
     @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
+    def _positive(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
             raise ValueError("must be a positive duration, e.g. '2s' or '1h'")
         return value
 

@@ -76,6 +76,43 @@ async def test_too_many_requests_is_retryable(http_receiver: HttpReceiver) -> No
     assert (result.ok, result.retryable, result.status_code) == (False, True, 429)
 
 
+@pytest.mark.parametrize(
+    ("reply", "retry_after"),
+    [
+        (Reply(status=429, headers={"Retry-After": "120"}), 120.0),
+        (Reply(status=503, headers={"Retry-After": "30"}), 30.0),
+        # This server adds a Date of its own: two joined Date values cannot measure an
+        # HTTP-date Retry-After, which is then ignored (the 503 still counts).
+        (
+            Reply(
+                status=503,
+                headers={
+                    "Retry-After": "Wed, 21 Oct 2026 07:29:00 GMT",
+                    "Date": "Wed, 21 Oct 2026 07:28:00 GMT",
+                },
+            ),
+            None,
+        ),
+        (Reply(status=503), None),
+        (Reply(status=404, headers={"Retry-After": "30"}), None),  # not retried at all
+    ],
+)
+async def test_retry_after_of_the_underlying_answer_is_passed_on(
+    http_receiver: HttpReceiver, reply: Reply, retry_after: float | None
+) -> None:
+    """Apprise reports only a bool; the answer's Retry-After (429/503) is read from the
+    HTTP response its plugin received, so the pipeline's retry waits as asked."""
+    http_receiver.script("/hook", reply)
+    result = await AppriseNotifier(json_url(http_receiver)).send(
+        Message("s", "b"), idempotency_key="k"
+    )
+    assert (result.ok, result.status_code, result.retry_after) == (
+        False,
+        reply.status,
+        retry_after,
+    ), result.reason
+
+
 async def test_unreachable_port_is_retryable() -> None:
     """Connection refused is ok=False and retryable."""
     notifier = AppriseNotifier(f"json://127.0.0.1:{free_port()}/hook", timeout=2)

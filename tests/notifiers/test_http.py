@@ -206,6 +206,17 @@ def test_one_client_serves_successive_event_loops(http_receiver: HttpReceiver) -
         ),
         ({"Retry-After": "Wed, 21 Oct 2026 07:28:30 GMT"}, None),  # no Date: no local clock
         ({"Retry-After": "soon"}, None),
+        (  # a doubled Date (two servers' headers joined): no zone, so no answer, no error
+            {
+                "Retry-After": "Wed, 21 Oct 2026 07:28:30 GMT",
+                "Date": "Wed, 21 Oct 2026 07:28:00 GMT, Wed, 21 Oct 2026 07:28:00 GMT",
+            },
+            None,
+        ),
+        (
+            {"Retry-After": "Wed, 21 Oct 2026 07:28:30 GMT", "Date": "21 Oct 2026 07:28:00"},
+            None,
+        ),
     ],
 )
 def test_retry_after_seconds(headers: dict[str, str], expected: float | None) -> None:
