@@ -13,6 +13,7 @@ and resource ids. Names that arrived *without* the prefix are remembered in
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any, Literal, Self, TypeVar
 from uuid import UUID
@@ -218,7 +219,7 @@ class Event(BaseModel):
         """Parse one event; raises :class:`ValueError` for malformed or oversized input."""
         if len(raw) > MAX_EVENT_BYTES:
             raise ValueError(f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")
-        return cls.from_parsed_json(orjson.loads(raw))
+        return cls.from_parsed_json(json_loads(raw))
 
     def with_received(self, received: datetime) -> Event:
         return self.model_copy(update={"received": received})
@@ -259,6 +260,25 @@ def json_bytes(value: Any) -> bytes:
     except orjson.JSONEncodeError:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
+
+def json_loads(raw: bytes | bytearray | str) -> Any:
+    """``orjson.loads`` (its errors, its checks), but exact for integers past 64 bits,
+    which orjson reads as floats: text with a run of 19 digits is read again with
+    ``json``, which keeps every integer (so 2**70 comes back as 2**70, not 1.18e21)."""
+    value = orjson.loads(raw)
+    long_digits = _LONG_DIGITS_TEXT if isinstance(raw, str) else _LONG_DIGITS
+    if long_digits.search(raw) is None:  # type: ignore[arg-type]
+        return value
+    try:
+        return json.loads(raw)
+    except RecursionError as exc:  # orjson allows more nesting than Python's stack
+        raise orjson.JSONDecodeError("JSON nested too deeply", str(raw[:64]), 0) from exc
+
+
+# 19 digits: the shortest integer orjson would not keep (-2**63 - 1); a run inside a
+# string or a fraction only costs the second, exact, reading.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_LONG_DIGITS_TEXT = re.compile(r"\d{19}")
 
 _E = TypeVar("_E", bound=Event)
 

@@ -155,9 +155,9 @@ class SqlEventStore:
         if query.resource_id is not None:
             stmt = stmt.where(t.resource_id == query.resource_id)
         if query.since is not None:
-            stmt = stmt.where(t.occurred >= query.since)
+            stmt = stmt.where(t.occurred >= _utc(query.since, "since"))
         if query.until is not None:
-            stmt = stmt.where(t.occurred < query.until)
+            stmt = stmt.where(t.occurred < _utc(query.until, "until"))
         if query.cursor is not None:
             occurred, seq = decode_cursor(query.cursor)
             after = tuple_(
@@ -274,6 +274,20 @@ def glob_to_sqlite_glob(pattern: str) -> str:
     return pattern.replace("[", "[[]")
 
 
+_MAX_SEQ = 2**63 - 1  # BIGINT: a larger one cannot even be compared
+
+
+def _utc(moment: datetime, name: str) -> datetime:
+    """``moment`` in UTC; :class:`ValueError` naming ``name`` if it has no timezone or
+    lies outside the years 1-9999 once in UTC (``0001-01-01T00:00+05:00``)."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{name} {moment.isoformat()} has no timezone: add Z or +HH:MM")
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(f"{name} {moment.isoformat()} is out of range in UTC") from exc
+
+
 def encode_cursor(occurred: datetime, seq: int) -> str:
     raw = f"{occurred.astimezone(UTC).isoformat()}|{seq}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -284,9 +298,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         moment, seq_text = raw.split("|")
-        occurred = datetime.fromisoformat(moment)
+        occurred = _utc(datetime.fromisoformat(moment), "cursor")
         seq = int(seq_text)
-        if occurred.tzinfo is None or seq < 0:
+        if not 0 <= seq <= _MAX_SEQ:
             raise ValueError("not a cursor this store issued")
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise ValueError(

@@ -8,7 +8,9 @@ PostgreSQL):
   are durable (committed).
 * ``query`` filters by event-name glob (``*`` matches any run of characters,
   including none), exact resource id, ``since``/``until`` on ``occurred``
-  (inclusive/exclusive), newest first, and pages with an opaque cursor.
+  (inclusive/exclusive), newest first, and pages with an opaque cursor. A
+  cursor it did not issue, or a ``since``/``until`` without a timezone or out
+  of range in UTC, raises :class:`ValueError` naming the argument.
 * ``replay`` yields events in arrival order (``received``, then insertion)
   strictly after a ``received`` watermark: the embedded default uses it to
   hand the engine what it had not processed before a crash.

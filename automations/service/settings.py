@@ -25,6 +25,16 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=float(found.group(1)) * _UNITS[found.group(2)])
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """``1``/``true``/``yes``/``on`` → True, unset/``0``/``false``/``no``/``off`` → False."""
+    text = env.get(name, "").strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name}={env[name]!r}: write 1 or 0")
+
+
 @dataclass(frozen=True)
 class Settings:
     bus_url: str = DEFAULT_BUS
@@ -43,6 +53,9 @@ class Settings:
     # `runbell deliver` processes started on their own deliver (so that no second
     # dispatcher runs beside them on the same database).
     delivery: str = "process"
+    # /docs, /redoc and /openapi.json answer without the API token (RUNBELL_PUBLIC_DOCS=1);
+    # by default they need it, like everything but /health.
+    public_docs: bool = False
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -68,6 +81,7 @@ class Settings:
             "engine_partitions": int(env.get("RUNBELL_ENGINE_PARTITIONS", "12")),
             "ui_url": env.get("RUNBELL_UI_URL") or None,
             "delivery": env.get("RUNBELL_DELIVERY", "process"),
+            "public_docs": _flag(env, "RUNBELL_PUBLIC_DOCS"),
             "env": env,
         }
         if values["delivery"] not in DELIVERY_MODES:

@@ -77,6 +77,7 @@ async def running_service(
     max_body_bytes: int | None = None,
     topic: str = "runbell.events",
     clock: Clock | None = None,
+    public_docs: bool = False,
 ) -> AsyncIterator[Running]:
     config_file = tmp_path / "automations.yaml"
     config_file.write_text(yaml_text)
@@ -87,6 +88,7 @@ async def running_service(
         api_token=TOKEN,
         topic=topic,
         env=dict(env),
+        public_docs=public_docs,
         **({"max_body_bytes": max_body_bytes} if max_body_bytes else {}),
     )
     service = Service(settings, config, clock=clock, notifiers=notifiers)

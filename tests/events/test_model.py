@@ -272,3 +272,27 @@ def test_an_integer_past_64_bits_is_a_valid_payload_and_stores() -> None:
     assert driver_json({"events": [event.json_dict()]}) == (
         '{"events":[' + event.model_dump_json(exclude_none=True) + "]}"
     )
+
+
+@pytest.mark.parametrize("number", [2**70, -(2**70), 2**64, -(2**63) - 1, 2**63 - 1])
+def test_json_loads_keeps_integers_past_64_bits_exact(number: int) -> None:
+    """orjson reads them as floats; json_loads and Event.from_json keep every digit."""
+    from events.model import json_loads
+
+    text = json.dumps(native(payload={"n": number, "list": [number], "s": "9" * 30}))
+    assert json_loads(text.encode())["payload"]["n"] == number
+    assert json_loads(text)["payload"]["list"] == [number]
+    event = Event.from_json(text.encode())
+    assert event.payload == {"n": number, "list": [number], "s": "9" * 30}
+    assert type(event.payload["n"]) is int
+
+
+def test_json_loads_refuses_what_orjson_refuses() -> None:
+    """The exact re-reading never widens what is accepted (NaN, trailing garbage)."""
+    import orjson
+
+    from events.model import json_loads
+
+    for text in (b"[NaN, 12345678901234567890]", b"[12345678901234567890] x"):
+        with pytest.raises(orjson.JSONDecodeError):
+            json_loads(text)

@@ -282,6 +282,46 @@ async def test_malformed_cursor_is_a_value_error(store: SqlEventStore, cursor: s
         await store.query(EventQuery(cursor=cursor))
 
 
+def _encoded(text: str) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        _encoded(f"2026-01-01T00:00:00+00:00|{2**63}"),  # past BIGINT: no comparison
+        _encoded("0001-01-01T00:00:00+05:00|1"),  # no UTC reading
+        _encoded("2026-01-01T00:00:00|1"),  # no timezone
+    ],
+)
+async def test_out_of_range_cursor_is_a_value_error(store: SqlEventStore, cursor: str) -> None:
+    """A cursor no page produced, even well formed, raises ValueError (not a driver error)."""
+    with pytest.raises(ValueError, match="malformed cursor"):
+        await store.query(EventQuery(cursor=cursor))
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        (EventQuery(since=datetime(2026, 1, 1)), "since"),
+        (EventQuery(until=datetime(2026, 1, 1)), "until"),
+        (EventQuery(since=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))), "since"),
+        (
+            EventQuery(until=datetime(9999, 12, 31, 23, tzinfo=timezone(-timedelta(hours=5)))),
+            "until",
+        ),
+    ],
+)
+async def test_unusable_time_bounds_are_value_errors(
+    store: SqlEventStore, query: EventQuery, named: str
+) -> None:
+    """since/until without a timezone or out of range in UTC: ValueError naming the bound."""
+    with pytest.raises(ValueError, match=f"^{named} "):
+        await store.query(query)
+
+
 # -- replay / prune ----------------------------------------------------------------
 
 
