@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-import orjson
 from sqlalchemy import DateTime, Dialect, MetaData, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -30,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
 
-from events.model import json_bytes
+from events.model import json_bytes, json_loads
 
 metadata: MetaData = SQLModel.metadata
 """Every runbell table, whichever package declares it."""
@@ -76,7 +75,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         kwargs.setdefault("pool_pre_ping", True)
     # JSON columns sit on the engine's hot path: orjson is several times faster.
     kwargs.setdefault("json_serializer", _json_dumps)
-    kwargs.setdefault("json_deserializer", orjson.loads)
+    kwargs.setdefault("json_deserializer", json_loads)  # exact past 64 bits
     if target.get_backend_name() == "sqlite":
         # Each statement already commits or rolls back; a reset on every return
         # to the pool is one more thread round trip per transaction.

@@ -35,6 +35,7 @@ from automations.state.model import (
     outbox_rows,
 )
 from events.database import UtcDateTime, driver_bool, driver_json, driver_time
+from events.model import json_loads
 from events.sqlite import in_transaction, sqlite_time
 
 _OUTBOX = OutboxRow.__table__  # type: ignore[attr-defined]
@@ -374,7 +375,7 @@ async def _claim_on_sqlite(
             firing_id=r[1],
             automation=r[2],
             action_index=r[3],
-            action=orjson.loads(r[4]),
+            action=json_loads(r[4]),
             status=r[5],
             attempts=r[6],
             created_at=sqlite_time(r[7]),
@@ -396,7 +397,7 @@ async def _claim_on_sqlite(
                 "bucket": orjson.loads(r[4]),
                 "event_ids": orjson.loads(r[5]),
                 "silenced": bool(r[6]),
-                "context": orjson.loads(r[7]),
+                "context": json_loads(r[7]),
             }
         )
         for r in firing_rows
