@@ -266,10 +266,20 @@ automations:
             ).model_dump_json()
         )
     (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n")
-    result = CliRunner().invoke(
-        app, ["test", str(tmp_path / "a.yaml"), "--events", str(tmp_path / "events.jsonl")]
+    # A process of its own: the command configures logging for the whole process.
+    result = subprocess.run(
+        [
+            str(RUNBELL),
+            "test",
+            str(tmp_path / "a.yaml"),
+            "--events",
+            str(tmp_path / "events.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    assert result.exit_code == 0, result.output
+    assert result.returncode == 0, result.stderr
     first, second = (json.loads(line) for line in result.stdout.splitlines())
     assert first["muted"] is None
     assert first["actions"][0]["subject"] == "Run first failed"
