@@ -32,6 +32,12 @@ from pydantic_core import SchemaValidator
 MAX_EVENT_BYTES = 1_000_000
 MAX_LABELS = 500
 MAX_RELATED = 100
+# How deep a payload may nest, counting the payload object as level one: well under
+# what the event's own JSON goes through, so a parsed event can always be written and
+# read back. pydantic's JSON reader (the store's and the bus's read) stops past ~200
+# levels, its writer (``to_json``: every store insert and publish) past 256, orjson's
+# writer past 255 and its reader past 1023. Labels are flat strings by type.
+MAX_DEPTH = 64
 
 PREFECT_PREFIX = "prefect."
 _RESOURCE_ID = "resource.id"
@@ -101,6 +107,12 @@ class Event(BaseModel):
 
     @model_validator(mode="after")
     def _check_size(self) -> Event:
+        # Depth first: past orjson's writer limit, sizing falls back to ``json``, which
+        # recurses (a RecursionError near 1000 levels, not a validation error).
+        if self.payload and too_deep(self.payload):
+            raise ValueError(
+                f"payload nested deeper than {MAX_DEPTH} (MAX_DEPTH) at {_deep_path(self.payload)}"
+            )
         # The payload dominates size; labels are bounded above.
         size = len(json_bytes(self.payload)) if self.payload else 0
         for labels in (self.resource, *self.related):
@@ -148,7 +160,8 @@ class Event(BaseModel):
         (no ``prefect.resource.id``, no ``\\u`` escape that could spell one), the Prefect
         normalisation has nothing to do; when it is at most a tenth of
         ``MAX_EVENT_BYTES``, the size check cannot fail (re-serialised, a JSON payload
-        grows at most 4.5 times: ``1e15`` → ``1000000000000000.0``). Both are skipped.
+        grows at most 4.5 times: ``1e15`` → ``1000000000000000.0``). Both are skipped;
+        the depth check too, unless the text has more than ``MAX_DEPTH`` brackets.
         """
         if (
             _NATIVE is not None
@@ -161,7 +174,10 @@ class Event(BaseModel):
             and len(json_data) <= _NATIVE_MAX_BYTES
             and not _may_be_prefect(json_data)
         ):
-            return _parsed(_NATIVE.validate_json(json_data))  # type: ignore[no-any-return]
+            event: Self = _NATIVE.validate_json(json_data)
+            if not (_brackets(json_data) > MAX_DEPTH and too_deep(event.payload)):
+                return _parsed(event)
+            # Too deep: the full validation below raises the depth error.
         return _parsed(
             super().model_validate_json(
                 json_data,
@@ -260,6 +276,48 @@ def json_bytes(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
+def too_deep(value: dict[str, Any] | list[Any], limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` nests more than ``limit`` objects/arrays deep (``value`` itself is
+    level one). Iterative, so no depth of input can exhaust the stack, and it stops at
+    the first container past the limit."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list | tuple):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def _deep_path(value: dict[str, Any], limit: int = MAX_DEPTH) -> str:
+    """The path, from ``payload``, to the first container past ``limit`` levels (for the
+    error message). One walk like :func:`too_deep`'s, keeping each container's parent."""
+    # (key or index, parent's index here): the path is followed back from the deep one.
+    steps: list[tuple[str | int, int]] = [("payload", -1)]
+    stack: list[tuple[Any, int, int]] = [(value, 1, 0)]
+    found = 0
+    while stack and not found:
+        node, depth, at = stack.pop()
+        for key, child in node.items() if isinstance(node, dict) else enumerate(node):
+            if isinstance(child, dict | list | tuple):
+                steps.append((key, at))
+                if depth >= limit:
+                    found = len(steps) - 1
+                    break
+                stack.append((child, depth + 1, len(steps) - 1))
+    keys: list[str | int] = []
+    while found > 0:
+        key, found = steps[found]
+        keys.append(key)
+    path = "payload" + "".join(
+        f"[{key}]" if isinstance(key, int) else f".{key}" for key in reversed(keys)
+    )
+    return path if len(path) <= _PATH_CHARS else path[: _PATH_CHARS - 1] + "…"
+
+
+_PATH_CHARS = 200
 _E = TypeVar("_E", bound=Event)
 
 
@@ -309,6 +367,14 @@ def _native_validator() -> SchemaValidator | None:
         return SchemaValidator({**model, "schema": before["schema"]})
     except (KeyError, TypeError):
         return None
+
+
+def _brackets(json_data: str | bytes | bytearray) -> int:
+    """How many objects and arrays the text opens at most (brackets in strings count too):
+    a bound on its depth, counted in C."""
+    if isinstance(json_data, str):
+        return json_data.count("{") + json_data.count("[")
+    return json_data.count(b"{") + json_data.count(b"[")
 
 
 def _may_be_prefect(json_data: str | bytes | bytearray) -> bool:
