@@ -47,6 +47,7 @@ _ID_TEXT = "_id_text"  # __dict__ key of the cached id text (not a field)
 # payload holds JSON types only, so json_dict() can hand it on as it is.
 _JSON_PAYLOAD = "_json_payload"
 _UTC_SUFFIX = "+00:00"
+_NO_NUL = r"^[^\x00]*$"
 
 
 class Origin(BaseModel):
@@ -67,7 +68,9 @@ class Event(BaseModel):
 
     id: UUID
     occurred: AwareDatetime
-    event: str = Field(min_length=1, max_length=1024)
+    # No NUL: the store keeps the name and resource.id in text columns, which
+    # PostgreSQL refuses a NUL in (the JSON of the rest escapes it).
+    event: str = Field(min_length=1, max_length=1024, pattern=_NO_NUL)
     resource: dict[str, str]
     related: list[dict[str, str]] = Field(default_factory=list)
     payload: dict[str, Any] = Field(default_factory=dict)
@@ -87,6 +90,8 @@ class Event(BaseModel):
     def _check_resource(cls, value: dict[str, str]) -> dict[str, str]:
         if not value.get(_RESOURCE_ID):
             raise ValueError("resource needs a non-empty 'resource.id' label")
+        if "\x00" in value[_RESOURCE_ID]:
+            raise ValueError("resource.id must not contain a NUL character")
         if len(value) > MAX_LABELS:
             raise ValueError(f"resource has {len(value)} labels; the limit is {MAX_LABELS}")
         return value
@@ -107,14 +112,22 @@ class Event(BaseModel):
 
     @model_validator(mode="after")
     def _check_size(self) -> Event:
-        # Depth first: past orjson's writer limit, sizing falls back to ``json``, which
-        # recurses (a RecursionError near 1000 levels, not a validation error).
-        if self.payload and too_deep(self.payload):
-            raise ValueError(
-                f"payload nested deeper than {MAX_DEPTH} (MAX_DEPTH) at {_deep_path(self.payload)}"
-            )
-        # The payload dominates size; labels are bounded above.
-        size = len(json_bytes(self.payload)) if self.payload else 0
+        # The payload dominates size; labels are bounded above. Its JSON also bounds
+        # its depth (no more levels than brackets), so the walk runs only for a payload
+        # with more than MAX_DEPTH brackets, or one orjson refused (past 255 levels, or
+        # an integer past 64 bits) -- before ``json`` would recurse on it.
+        size = 0
+        if self.payload:
+            try:
+                dumped: bytes | None = orjson.dumps(self.payload)
+            except orjson.JSONEncodeError:
+                dumped = None
+            if (dumped is None or _brackets(dumped) > MAX_DEPTH) and too_deep(self.payload):
+                raise ValueError(
+                    f"payload nested deeper than {MAX_DEPTH} (MAX_DEPTH) "
+                    f"at {_deep_path(self.payload)}"
+                )
+            size = len(json_bytes(self.payload) if dumped is None else dumped)
         for labels in (self.resource, *self.related):
             size += sum(map(len, labels)) + sum(map(len, labels.values()))
         if size > MAX_EVENT_BYTES:
@@ -278,17 +291,19 @@ def json_bytes(value: Any) -> bytes:
 
 def too_deep(value: dict[str, Any] | list[Any], limit: int = MAX_DEPTH) -> bool:
     """Whether ``value`` nests more than ``limit`` objects/arrays deep (``value`` itself is
-    level one). Iterative, so no depth of input can exhaust the stack, and it stops at
-    the first container past the limit."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        for child in node.values() if isinstance(node, dict) else node:
-            if isinstance(child, dict | list | tuple):
-                if depth >= limit:
-                    return True
-                stack.append((child, depth + 1))
-    return False
+    level one). Level by level, so no depth of input can exhaust the stack, and it
+    stops at the first level past the limit."""
+    level: list[Any] = [value]
+    for _ in range(limit):
+        below: list[Any] = []
+        for node in level:
+            for child in node.values() if isinstance(node, dict) else node:
+                if isinstance(child, dict | list | tuple):
+                    below.append(child)
+        if not below:
+            return False
+        level = below
+    return True
 
 
 def _deep_path(value: dict[str, Any], limit: int = MAX_DEPTH) -> str:
