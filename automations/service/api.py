@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 from automations.service import Service
 from automations.service.wiring import freeze_startup_heap
 from automations.state import AttemptRow, OutboxRow
+from events.errors import EventsError
 from events.model import MAX_EVENT_BYTES, Event
 from events.store import EventQuery
 
@@ -79,6 +80,7 @@ _EVENTS_OPENAPI: dict[str, Any] = {
         "401": {"description": "Missing or wrong bearer token"},
         "413": {"description": "Body over the limit, or one event over 1 MB"},
         "422": {"description": "Malformed JSON or an invalid event: nothing is stored"},
+        "503": {"description": "The store or the bus failed: nothing is accepted, retry"},
     },
 }
 
@@ -136,7 +138,13 @@ def create_app(service: Service, token: str, *, manage_lifecycle: bool = True) -
         events, problem = _parse_events(bytes(body))
         if problem is not None:
             return problem
-        ids = await service.ingest(events)
+        try:
+            ids = await service.ingest(events)
+        except EventsError as exc:  # the store or the bus, not this request: retry later
+            detail = f"nothing was accepted: {type(exc).__name__}; retry later"
+            return JSONResponse({"detail": detail}, status.HTTP_503_SERVICE_UNAVAILABLE)
+        except ValueError as exc:  # an event of this request cannot be written
+            return _unprocessable([{"loc": ["body"], "msg": f"cannot be stored: {exc}"}])
         return Response(
             orjson.dumps({"accepted": [str(i) for i in ids]}),
             status_code=202,

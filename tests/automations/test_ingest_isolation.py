@@ -114,3 +114,15 @@ def test_depth_payload_round_trips_at_the_limit() -> None:
     event = Event.from_parsed_json(failed_run(payload=nested(MAX_DEPTH)))
     assert Event.model_validate_json(event.to_json()).payload == event.payload
     assert orjson.loads(event.to_json())["payload"] == nested(MAX_DEPTH)
+
+
+async def test_a_store_failure_is_503_and_other_requests_still_answer(api: Running) -> None:
+    """The store failing is not the client's fault: 503, retry later (no traceback)."""
+    async with api.service.db.begin() as conn:
+        await conn.exec_driver_sql("ALTER TABLE events RENAME TO events_away")
+    answer = await api.client.post("/api/events", json=failed_run())
+    assert answer.status_code == 503
+    assert answer.json() == {"detail": "nothing was accepted: StoreError; retry later"}
+    async with api.service.db.begin() as conn:
+        await conn.exec_driver_sql("ALTER TABLE events_away RENAME TO events")
+    assert (await api.client.post("/api/events", json=failed_run())).status_code == 202
