@@ -22,10 +22,11 @@ from events.bus import (
 )
 from events.clock import Clock, SystemClock
 from events.errors import BusError, EventsError, StoreError
-from events.model import MAX_EVENT_BYTES, MAX_LABELS, MAX_RELATED, Event, Origin
+from events.model import MAX_DEPTH, MAX_EVENT_BYTES, MAX_LABELS, MAX_RELATED, Event, Origin
 from events.store import EventPage, EventQuery, EventStore
 
 __all__ = [
+    "MAX_DEPTH",
     "MAX_EVENT_BYTES",
     "MAX_LABELS",
     "MAX_RELATED",

@@ -33,6 +33,12 @@ from pydantic_core import SchemaValidator
 MAX_EVENT_BYTES = 1_000_000
 MAX_LABELS = 500
 MAX_RELATED = 100
+# How deep a payload may nest, counting the payload object as level one: well under
+# what the event's own JSON goes through, so a parsed event can always be written and
+# read back. pydantic's JSON reader (the store's and the bus's read) stops past ~200
+# levels, its writer (``to_json``: every store insert and publish) past 256, orjson's
+# writer past 255 and its reader past 1023. Labels are flat strings by type.
+MAX_DEPTH = 64
 
 PREFECT_PREFIX = "prefect."
 _RESOURCE_ID = "resource.id"
@@ -42,6 +48,7 @@ _ID_TEXT = "_id_text"  # __dict__ key of the cached id text (not a field)
 # payload holds JSON types only, so json_dict() can hand it on as it is.
 _JSON_PAYLOAD = "_json_payload"
 _UTC_SUFFIX = "+00:00"
+_NO_NUL = r"^[^\x00]*$"
 
 
 class Origin(BaseModel):
@@ -62,7 +69,9 @@ class Event(BaseModel):
 
     id: UUID
     occurred: AwareDatetime
-    event: str = Field(min_length=1, max_length=1024)
+    # No NUL: the store keeps the name and resource.id in text columns, which
+    # PostgreSQL refuses a NUL in (the JSON of the rest escapes it).
+    event: str = Field(min_length=1, max_length=1024, pattern=_NO_NUL)
     resource: dict[str, str]
     related: list[dict[str, str]] = Field(default_factory=list)
     payload: dict[str, Any] = Field(default_factory=dict)
@@ -82,6 +91,8 @@ class Event(BaseModel):
     def _check_resource(cls, value: dict[str, str]) -> dict[str, str]:
         if not value.get(_RESOURCE_ID):
             raise ValueError("resource needs a non-empty 'resource.id' label")
+        if "\x00" in value[_RESOURCE_ID]:
+            raise ValueError("resource.id must not contain a NUL character")
         if len(value) > MAX_LABELS:
             raise ValueError(f"resource has {len(value)} labels; the limit is {MAX_LABELS}")
         return value
@@ -102,8 +113,22 @@ class Event(BaseModel):
 
     @model_validator(mode="after")
     def _check_size(self) -> Event:
-        # The payload dominates size; labels are bounded above.
-        size = len(json_bytes(self.payload)) if self.payload else 0
+        # The payload dominates size; labels are bounded above. Its JSON also bounds
+        # its depth (no more levels than brackets), so the walk runs only for a payload
+        # with more than MAX_DEPTH brackets, or one orjson refused (past 255 levels, or
+        # an integer past 64 bits) -- before ``json`` would recurse on it.
+        size = 0
+        if self.payload:
+            try:
+                dumped: bytes | None = orjson.dumps(self.payload)
+            except orjson.JSONEncodeError:
+                dumped = None
+            if (dumped is None or _brackets(dumped) > MAX_DEPTH) and too_deep(self.payload):
+                raise ValueError(
+                    f"payload nested deeper than {MAX_DEPTH} (MAX_DEPTH) "
+                    f"at {_deep_path(self.payload)}"
+                )
+            size = len(json_bytes(self.payload) if dumped is None else dumped)
         for labels in (self.resource, *self.related):
             size += sum(map(len, labels)) + sum(map(len, labels.values()))
         if size > MAX_EVENT_BYTES:
@@ -149,7 +174,8 @@ class Event(BaseModel):
         (no ``prefect.resource.id``, no ``\\u`` escape that could spell one), the Prefect
         normalisation has nothing to do; when it is at most a tenth of
         ``MAX_EVENT_BYTES``, the size check cannot fail (re-serialised, a JSON payload
-        grows at most 4.5 times: ``1e15`` → ``1000000000000000.0``). Both are skipped.
+        grows at most 4.5 times: ``1e15`` → ``1000000000000000.0``). Both are skipped;
+        the depth check too, unless the text has more than ``MAX_DEPTH`` brackets.
         """
         if (
             _NATIVE is not None
@@ -162,7 +188,10 @@ class Event(BaseModel):
             and len(json_data) <= _NATIVE_MAX_BYTES
             and not _may_be_prefect(json_data)
         ):
-            return _parsed(_NATIVE.validate_json(json_data))  # type: ignore[no-any-return]
+            event: Self = _NATIVE.validate_json(json_data)
+            if not (_brackets(json_data) > MAX_DEPTH and too_deep(event.payload)):
+                return _parsed(event)
+            # Too deep: the full validation below raises the depth error.
         return _parsed(
             super().model_validate_json(
                 json_data,
@@ -280,6 +309,51 @@ def json_loads(raw: bytes | bytearray | str) -> Any:
 _LONG_DIGITS = re.compile(rb"\d{19}")
 _LONG_DIGITS_TEXT = re.compile(r"\d{19}")
 
+
+def too_deep(value: dict[str, Any] | list[Any], limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` nests more than ``limit`` objects/arrays deep (``value`` itself is
+    level one). Level by level, so no depth of input can exhaust the stack, and it
+    stops at the first level past the limit."""
+    level: list[Any] = [value]
+    for _ in range(limit):
+        below: list[Any] = []
+        for node in level:
+            for child in node.values() if isinstance(node, dict) else node:
+                if isinstance(child, dict | list | tuple):
+                    below.append(child)
+        if not below:
+            return False
+        level = below
+    return True
+
+
+def _deep_path(value: dict[str, Any], limit: int = MAX_DEPTH) -> str:
+    """The path, from ``payload``, to the first container past ``limit`` levels (for the
+    error message). One walk like :func:`too_deep`'s, keeping each container's parent."""
+    # (key or index, parent's index here): the path is followed back from the deep one.
+    steps: list[tuple[str | int, int]] = [("payload", -1)]
+    stack: list[tuple[Any, int, int]] = [(value, 1, 0)]
+    found = 0
+    while stack and not found:
+        node, depth, at = stack.pop()
+        for key, child in node.items() if isinstance(node, dict) else enumerate(node):
+            if isinstance(child, dict | list | tuple):
+                steps.append((key, at))
+                if depth >= limit:
+                    found = len(steps) - 1
+                    break
+                stack.append((child, depth + 1, len(steps) - 1))
+    keys: list[str | int] = []
+    while found > 0:
+        key, found = steps[found]
+        keys.append(key)
+    path = "payload" + "".join(
+        f"[{key}]" if isinstance(key, int) else f".{key}" for key in reversed(keys)
+    )
+    return path if len(path) <= _PATH_CHARS else path[: _PATH_CHARS - 1] + "…"
+
+
+_PATH_CHARS = 200
 _E = TypeVar("_E", bound=Event)
 
 
@@ -329,6 +403,14 @@ def _native_validator() -> SchemaValidator | None:
         return SchemaValidator({**model, "schema": before["schema"]})
     except (KeyError, TypeError):
         return None
+
+
+def _brackets(json_data: str | bytes | bytearray) -> int:
+    """How many objects and arrays the text opens at most (brackets in strings count too):
+    a bound on its depth, counted in C."""
+    if isinstance(json_data, str):
+        return json_data.count("{") + json_data.count("[")
+    return json_data.count(b"{") + json_data.count(b"[")
 
 
 def _may_be_prefect(json_data: str | bytes | bytearray) -> bool:

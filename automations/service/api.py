@@ -109,6 +109,7 @@ _EVENTS_OPENAPI: dict[str, Any] = {
         "401": {"description": "Missing or wrong bearer token"},
         "413": {"description": "Body over the limit, or one event over 1 MB"},
         "422": {"description": "Malformed JSON or an invalid event: nothing is stored"},
+        "503": {"description": "The store or the bus failed: nothing is accepted, retry"},
     },
 }
 
@@ -206,7 +207,9 @@ def create_app(service: Service, token: str, *, manage_lifecycle: bool = True) -
         try:
             ids = await service.ingest(_first_of_each_id(events))
         except (EventsError, OperationalError) as exc:  # no exception middleware here
-            return unavailable(request, exc)
+            return unavailable(request, exc)  # the store or the bus: retry later
+        except ValueError as exc:  # an event of this request cannot be written
+            return _unprocessable([{"loc": ["body"], "msg": f"cannot be stored: {exc}"}])
         trouble.clear()
         return Response(
             orjson.dumps({"accepted": [str(i) for i in ids]}),

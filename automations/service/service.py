@@ -249,7 +249,10 @@ class Service:
 
         Concurrent callers are committed together (group commit): one writer
         drains everything queued since its last write in one transaction and
-        one publish, in arrival order, then answers each caller.
+        one publish, in arrival order, then answers each caller. If that write
+        fails, each caller's events are written again on their own, so only a
+        caller whose own events cannot be written gets the error; the store
+        takes each call's events in one transaction (all or nothing per call).
         """
         return await self._enqueue(events, engine_sees_all=True)
 
@@ -271,33 +274,68 @@ class Service:
     async def _write_ingested(self) -> None:
         while self._ingest_queue:
             waiting, self._ingest_queue = self._ingest_queue, []
-            stamped: list[Event] = []
+            callers: list[tuple[list[Event], asyncio.Future[None]]] = []
             unread: set[UUID] = set()  # trail events no automation could match
-            for events, _, engine_sees_all in waiting:
-                for event in events:
-                    stamped.append(event.with_received(self._stamps.next()))
-                    if (
-                        self.settings.embedded  # on Kafka, every event is published
-                        and not engine_sees_all
-                        and not self.engine.index.candidates(event)
-                    ):
-                        unread.add(event.id)
+            for events, done, engine_sees_all in waiting:
+                stamped = [event.with_received(self._stamps.next()) for event in events]
+                callers.append((stamped, done))
+                if self.settings.embedded and not engine_sees_all:  # Kafka publishes all
+                    unread.update(e.id for e in stamped if not self.engine.index.candidates(e))
+            combined = [event for stamped, _ in callers for event in stamped]
+            stored: set[UUID] | None = None  # what the combined insert stored, once it has
             try:
                 if self.settings.embedded:
                     # Store first, then the bus, in this one writer: bus order is
                     # arrival order, which the recovery watermark relies on.
-                    new = set(await self.store.insert(stamped)) - unread
-                    await self.bus.publish([e for e in stamped if e.id in new])
-                else:
-                    await self.bus.publish(stamped)
+                    stored = set(await self.store.insert(combined))
+                await self._publish(combined, stored, unread)
             except Exception as exc:
-                for _, done, _ in waiting:
+                if len(callers) > 1:
+                    # One caller's event (too large for the broker, unwritable...) must not
+                    # fail the others: each caller's part again, alone, in arrival order
+                    # (bus order stays arrival order). All or nothing per caller, as alone.
+                    log.warning("ingest_batch_split", callers=len(callers), error=repr(exc))
+                    for stamped, done in callers:
+                        await self._write_alone(stamped, done, unread, stored)
+                    continue
+                for _, done in callers:
                     if not done.done():
                         done.set_exception(exc)
                 continue
-            for _, done, _ in waiting:
+            for _, done in callers:
                 if not done.done():
                     done.set_result(None)
+
+    async def _publish(
+        self, stamped: list[Event], new: set[UUID] | None, unread: set[UUID]
+    ) -> None:
+        """Kafka (``new`` is None): every event. Embedded: the ones just stored, less
+        the trail no automation reads."""
+        if new is None:
+            await self.bus.publish(stamped)
+        else:
+            await self.bus.publish([e for e in stamped if e.id in new and e.id not in unread])
+
+    async def _write_alone(
+        self,
+        stamped: list[Event],
+        done: asyncio.Future[None],
+        unread: set[UUID],
+        stored: set[UUID] | None,
+    ) -> None:
+        """One caller's part of a failed combined write. If the combined insert had
+        committed (then the publish failed), only the publish is retried: inserting
+        again would find the ids known and publish nothing."""
+        try:
+            if self.settings.embedded and stored is None:
+                stored = set(await self.store.insert(stamped))
+            await self._publish(stamped, stored, unread)
+        except Exception as exc:
+            if not done.done():
+                done.set_exception(exc)
+            return
+        if not done.done():
+            done.set_result(None)
 
     async def _drain_trail_forever(self) -> None:
         """Ingest the trail a delivery worker process handed over (``delivery_trail``)."""

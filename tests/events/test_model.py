@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from events import MAX_EVENT_BYTES, MAX_LABELS, MAX_RELATED, Event
+from events import MAX_DEPTH, MAX_EVENT_BYTES, MAX_LABELS, MAX_RELATED, Event
 
 SAMPLES = sorted((Path(__file__).parent.parent / "fixtures" / "prefect").glob("*.json"))
 
@@ -158,6 +159,11 @@ def _json_cases() -> list[str]:
         {**native(), "resource": {"prefect.resource.id": "prefect.flow-run.1"}},
         native(payload={"pad": "x" * (MAX_EVENT_BYTES // 10)}),  # past the shortcut
         native(payload={"pad": "x" * MAX_EVENT_BYTES}),  # too big
+        native(payload=nested(MAX_DEPTH)),  # deep, but within the limit
+        native(payload=nested(MAX_DEPTH + 1)),  # one level too deep
+        native(payload={"wide": [[1]] * (MAX_DEPTH + 1)}),  # many brackets, shallow
+        native(payload=nested(300)),  # past pydantic's JSON reader
+        native(event="flow-run.\u0000"),  # a NUL the store cannot hold
     ]
     if prefect is not None:
         cases.append(prefect)
@@ -168,6 +174,72 @@ def _json_cases() -> list[str]:
     texts.append("[]")
     texts.append("{not json")
     return texts
+
+
+def nested(depth: int, inner: Any = None) -> Any:
+    """``depth`` objects deep (``{}`` is one), ``inner`` at the bottom if given."""
+    value: Any = {} if inner is None else {"v": inner}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+def listed(depth: int) -> Any:
+    """An object holding arrays: ``depth`` containers deep in all."""
+    value: Any = []
+    for _ in range(depth - 2):
+        value = [value]
+    return {"l": value}
+
+
+@pytest.mark.parametrize(
+    ("payload", "where"),
+    [
+        ({}, None),
+        ({"flat": 1, "s": "{[" * 100}, None),  # brackets in strings are not depth
+        (nested(MAX_DEPTH), None),
+        (listed(MAX_DEPTH), None),
+        ({"wide": [{"a": [1]}] * 500}, None),  # many containers, three levels
+        (nested(MAX_DEPTH + 1), "payload" + ".a" * MAX_DEPTH),
+        (listed(MAX_DEPTH + 1), "payload.l" + "[0]" * (MAX_DEPTH - 1)),
+        ({"ok": nested(3), "bad": [nested(MAX_DEPTH)]}, "payload.bad[0]" + ".a" * (MAX_DEPTH - 2)),
+        (nested(300), "payload" + ".a" * MAX_DEPTH),  # past orjson's writer
+        (nested(300, inner=2**70), "payload" + ".a" * MAX_DEPTH),  # and json's fallback
+        (nested(1000), "payload" + ".a" * MAX_DEPTH),  # past Python's recursion limit
+    ],
+    ids=["empty", "brackets-in-text", "at-limit", "lists-at-limit", "wide", "one-past",
+         "lists-one-past", "deep-in-list", "300", "300-big-int", "1000"],
+)  # fmt: skip
+def test_payload_depth_is_limited(payload: dict[str, Any], where: str | None) -> None:
+    """A payload nests at most MAX_DEPTH levels; past it the error names the limit and
+    the path to the first container too deep, however deep the input."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(5000)  # json.dumps of the 1000-deep case
+    try:
+        text = json.dumps(native(payload=payload))
+    finally:
+        sys.setrecursionlimit(limit)
+    if where is None:
+        event = Event.model_validate(native(payload=payload))
+        assert Event.model_validate_json(event.to_json()).payload == payload
+        assert Event.from_json(text).payload == payload
+        return
+    for parse in (Event.model_validate, Event.from_parsed_json):
+        with pytest.raises(ValidationError) as caught:
+            parse(native(payload=payload))
+        [error] = caught.value.errors()
+        assert f"payload nested deeper than {MAX_DEPTH} (MAX_DEPTH) at {where}" in error["msg"]
+    with pytest.raises(ValueError, match=f"nested deeper than {MAX_DEPTH}|recursion limit"):
+        Event.from_json(text)
+
+
+def test_nul_in_stored_text_columns_is_refused() -> None:
+    """The name and resource.id go to text columns, where PostgreSQL refuses NUL."""
+    with pytest.raises(ValidationError, match="event"):
+        Event.model_validate(native(event="flow-run.\x00"))
+    with pytest.raises(ValidationError, match="NUL"):
+        Event.model_validate(native(resource={"resource.id": "flow-run.\x00"}))
+    assert Event.model_validate(native(payload={"s": "\x00"})).payload == {"s": "\x00"}
 
 
 @pytest.mark.parametrize("text", _json_cases())
