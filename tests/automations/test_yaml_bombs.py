@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from automations.errors import ConfigError, Problem
+from automations.prefect_import import PrefectImportError, convert
 from automations.spec.loader import load_config
 
 # 10**9 strings once expanded, in a few hundred bytes: the issue's bomb.
@@ -244,3 +245,58 @@ def test_billion_laughs_is_refused_within_a_second(tmp_path: Path) -> None:
     assert f"{path}:" in done.stdout
     cpu = float(done.stdout.rsplit("cpu ", 1)[1])
     assert cpu < 1.0
+
+
+# -- the Prefect import ------------------------------------------------------
+
+
+def _import_error(text: str) -> PrefectImportError:
+    with pytest.raises(PrefectImportError) as caught:
+        convert(text, source="in.yaml")
+    return caught.value
+
+
+def test_import_refuses_an_alias_bomb() -> None:
+    """An alias bomb in Prefect input is an error at its line, not output full of aliases."""
+    bomb = SMALL_BOMB.replace("channels:\n  c: {url: 'json://x'}\n", "")
+    text = bomb + "automations:\n  - {name: a, description: *a6, trigger: {expect: [x]}}\n"
+    error = _import_error(text)
+    assert error.line in range(1, 10)
+    assert "100,000 values" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        ("automations: &a [*a]\n", 1, "inside the block it names"),
+        ("automations:\n  - name: !!python/object/apply:os.system [ls]\n", 2, "tag '!!python"),
+        ("automations:\n  - {name: a, description: !foo x}\n", 2, "tag '!foo'"),
+        ("automations: " + "[" * 5000 + "]" * 5000 + "\n", 1, "nest more than 100 levels"),
+    ],
+)
+def test_import_refuses_hostile_yaml_at_its_line(text: str, line: int, fragment: str) -> None:
+    """Loops, python and unknown tags, deep nesting: a PrefectImportError with the line."""
+    error = _import_error(text)
+    assert error.line == line
+    assert fragment in str(error)
+    assert str(error).startswith(f"in.yaml:{line}: ")
+
+
+def test_import_refuses_json_nested_past_the_limit() -> None:
+    """Deeply nested JSON is an error, not RecursionError."""
+    error = _import_error('{"automations": ' + "[" * 5000 + "]" * 5000 + "}")
+    assert "nest more than 100 levels" in str(error)
+
+
+def test_import_keeps_merge_keys_and_aliases() -> None:
+    """Anchors and merge keys in Prefect YAML import as the values they stand for."""
+    text = (
+        "automations:\n"
+        "  - &first {name: a, trigger: {expect: [x.y]}, actions: [{type: do-nothing}]}\n"
+        "  - <<: *first\n"
+        "    name: b\n"
+    )
+    result = convert(text)
+    assert "name: b" in result.yaml
+    assert result.yaml.count("expect:") == 2
+    assert "&id" not in result.yaml
