@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
@@ -37,6 +37,7 @@ from automations.spec import (
     Silence,
 )
 from automations.spec.loop_guard import check_loops
+from automations.spec.yaml_safe import PlainBuilder, compose
 
 Loc = tuple[str | int, ...]
 
@@ -153,7 +154,7 @@ def _read(
         problems.append(Problem(file, None, "", f"cannot read the file ({reason}); check the path"))
         return None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -170,6 +171,9 @@ def _read(
         return document
     builder = _Builder(document, env, secrets, problems)
     document.data = builder.build(node, ())
+    if builder.refused:
+        # Tags, loops, bombs: the data is not what was meant; its problems are reported.
+        return None
     if not isinstance(document.data, dict):
         problems.append(
             document.problem(
@@ -183,8 +187,8 @@ def _read(
     return document
 
 
-class _Builder:
-    """Turns a composed YAML node tree into plain data, recording lines and resolving ``${VAR}``."""
+class _Builder(PlainBuilder):
+    """Plain data within :mod:`~automations.spec.yaml_safe`'s limits; lines and ``${VAR}``."""
 
     def __init__(
         self,
@@ -193,53 +197,23 @@ class _Builder:
         secrets: set[str],
         problems: list[Problem],
     ) -> None:
+        super().__init__(self._report)
         self.document = document
         self.env = env
         self.secrets = secrets
         self.problems = problems
-        self.constructor = yaml.SafeLoader("")
 
-    def build(self, node: yaml.Node, loc: Loc) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            self.constructor.flatten_mapping(node)
-            out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                raw_key = self.constructor.construct_object(key_node, deep=True)
-                if isinstance(raw_key, list | dict):
-                    self.problems.append(
-                        Problem(
-                            self.document.file,
-                            key_node.start_mark.line + 1,
-                            _render(loc),
-                            "keys must be plain strings",
-                        )
-                    )
-                    continue
-                key: str | int = raw_key if isinstance(raw_key, str | int) else str(raw_key)
-                child: Loc = (*loc, key)
-                if key in out:
-                    self.problems.append(
-                        Problem(
-                            self.document.file,
-                            key_node.start_mark.line + 1,
-                            _render(child),
-                            f"key '{key}' appears twice in this mapping; keep one",
-                        )
-                    )
-                    continue
-                self.document.lines[child] = key_node.start_mark.line + 1
-                out[key] = self.build(value_node, child)
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            items = []
-            for index, item in enumerate(node.value):
-                self.document.lines[(*loc, index)] = item.start_mark.line + 1
-                items.append(self.build(item, (*loc, index)))
-            return items
-        value = self.constructor.construct_object(node, deep=True)
-        if isinstance(value, str):
-            return self._substitute(value, loc, node.start_mark.line + 1)
-        return value
+    def _report(self, line: int, loc: Loc, message: str) -> None:
+        self.problems.append(Problem(self.document.file, line, _render(loc), message))
+
+    def record(self, loc: Loc, line: int) -> None:
+        self.document.lines[loc] = line
+
+    def make_key(self, raw: Hashable) -> str | int:
+        return raw if isinstance(raw, str | int) else str(raw)
+
+    def text(self, value: str, loc: Loc, line: int) -> str:
+        return self._substitute(value, loc, line)
 
     def _substitute(self, text: str, loc: Loc, line: int) -> str:
         def replace(found: re.Match[str]) -> str:
