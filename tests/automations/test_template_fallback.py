@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -84,7 +85,7 @@ async def test_a_blank_body_falls_back_and_is_delivered(state: StateStore) -> No
     ],
 )
 async def test_a_failing_template_sends_the_default_message(
-    state: StateStore, template: dict[str, str], why: str
+    state: StateStore, template: dict[str, Any], why: str
 ) -> None:
     """Undefined names, errors and sandbox bounds fall back to the default message, fast."""
     clock, team = FakeClock(), RecordingNotifier()
