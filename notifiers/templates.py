@@ -11,10 +11,12 @@ are untrusted code:
   renders as ``""``, as Prefect does, because labels and payloads vary per
   event. An unknown top-level name (``{{ evnt.id }}``) is a typo and raises
   ``TemplateError``. Use ``{% if x is defined %}`` or ``|default`` to branch.
-* **Limits**: ``range`` yields at most ``MAX_RANGE`` items, ``*`` cannot build
-  a string/list over ``MAX_SEQUENCE`` items, ``**`` exponents are capped, and
-  a render that runs past its ``timeout`` is stopped (the render thread gets
-  an asynchronous exception, which interrupts any pure-Python loop).
+* **Limits**: work done inside one C call (big-integer powers, padding widths,
+  string repetition, joins) is bounded before it starts (``_template_limits``:
+  ``MAX_INT_BITS``, ``MAX_SEQUENCE``, ``MAX_RANGE``), the rendered text is at most
+  ``MAX_OUTPUT`` characters, and a render that runs past its ``timeout`` is
+  stopped (the render thread gets an asynchronous exception, which interrupts
+  any pure-Python loop but never a C call: hence the bounds).
 * Autoescape is off: messages are text/markdown; HTML channels escape at the channel.
 
 Compiled templates are cached per source string.
@@ -39,13 +41,24 @@ from urllib.parse import quote
 from jinja2 import ChainableUndefined, TemplateSyntaxError, UndefinedError, pass_context
 from jinja2.exceptions import SecurityError, TemplateRuntimeError
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
+from notifiers._template_limits import (
+    MAX_INT_BITS,
+    MAX_OUTPUT,
+    MAX_RANGE,
+    MAX_SEQUENCE,
+    LimitedEnvironment,
+    bounded_filters,
+    capped_range,
+    check_width,
+)
 from notifiers.errors import TemplateError
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "MAX_INT_BITS",
+    "MAX_OUTPUT",
     "MAX_RANGE",
     "MAX_SEQUENCE",
     "check_syntax",
@@ -56,9 +69,6 @@ __all__ = [
     "ui_url",
 ]
 
-MAX_RANGE = 1_000
-MAX_SEQUENCE = 100_000
-MAX_EXPONENT = 1_000
 DEFAULT_TIMEOUT = 1.0
 
 
@@ -91,13 +101,6 @@ class _Undefined(ChainableUndefined):
         if self._undefined_hint is not None:
             self._fail_with_undefined_error()
         return False
-
-
-def _capped_range(*args: int) -> range:
-    rng = range(*args)
-    if len(rng) > MAX_RANGE:
-        raise SecurityError(f"range() of {len(rng)} items exceeds the limit of {MAX_RANGE}")
-    return rng
 
 
 def humanize(value: Any) -> str:
@@ -139,6 +142,7 @@ def _tojson(value: Any, indent: int | None = None) -> str:
     """JSON without HTML escaping (messages are not HTML); models dump as JSON."""
     if isinstance(value, ChainableUndefined):
         value = None
+    check_width("tojson indent", indent)
     return json.dumps(value, default=_to_jsonable, indent=indent, ensure_ascii=False)
 
 
@@ -157,25 +161,9 @@ def _ui_url(context: Context, resource_id: Any) -> str:
     return ui_url(context.get("ui_base_url"), resource_id)
 
 
-class _Environment(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for seq, n in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, (str, list, tuple))
-                    and isinstance(n, int)
-                    and len(seq) * n > MAX_SEQUENCE
-                ):
-                    raise SecurityError(f"'*' would build more than {MAX_SEQUENCE} items")
-        if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
-            raise SecurityError(f"'**' exponent above {MAX_EXPONENT}")
-        return super().call_binop(context, operator, left, right)
-
-
-_env = _Environment(autoescape=False, undefined=_Undefined, keep_trailing_newline=True)
-_env.globals["range"] = _capped_range
+_env = LimitedEnvironment(autoescape=False, undefined=_Undefined, keep_trailing_newline=True)
+_env.globals["range"] = capped_range
+_env.filters.update(bounded_filters())
 _env.filters["tojson"] = _tojson
 _env.filters["humanize"] = humanize
 _env.filters["ui_url"] = _ui_url
@@ -279,7 +267,7 @@ def render(source: str, context: Mapping[str, Any], *, timeout: float = DEFAULT_
     output: str | None = None
     error: BaseException | None = None
     try:
-        output = template.render(dict(context))
+        output = _stream(template, context)
     except BaseException as exc:  # includes the injected _RenderTimeout
         error = exc
     finally:
@@ -299,6 +287,19 @@ def render(source: str, context: Mapping[str, Any], *, timeout: float = DEFAULT_
         raise _render_error(error) from error
     assert output is not None
     return output
+
+
+def _stream(template: Any, context: Mapping[str, Any]) -> str:
+    """The template's text, refused as soon as it passes ``MAX_OUTPUT`` characters (a loop
+    of small outputs would otherwise pile up gigabytes before the timeout fires)."""
+    parts: list[str] = []
+    size = 0
+    for part in template.root_render_func(template.new_context(dict(context))):
+        size += len(part)
+        if size > MAX_OUTPUT:
+            raise SecurityError(f"rendered output exceeds the limit of {MAX_OUTPUT} characters")
+        parts.append(part)
+    return "".join(parts)
 
 
 # A string that is one ``{{ expression }}`` and nothing else (surrounding whitespace aside).

@@ -14,7 +14,8 @@ The I/O around the pure core in :mod:`automations.core.grouping`:
   context is :func:`~automations.core.grouping.digest_context`. A crash before that
   commit flushes again; after it, the outbox owes the digest exactly once.
 * **deliver** — the normal dispatcher path (retries, rate limit, fallback, action
-  events) sends the digest row; this stage only renders it.
+  events) sends the digest row; this stage only renders it. A digest template
+  that fails or renders blank sends the default digest, and the attempt says so.
 
 Alerts, as built here:
 
@@ -58,6 +59,7 @@ from automations.core.grouping import (
     flush_due,
 )
 from automations.delivery.actions import Job, StoredAction, template_context
+from automations.delivery.actions.notify import Rendered, with_fallback_note
 from automations.spec import Automation, NotifyAction
 from automations.state import (
     AttemptRow,
@@ -68,9 +70,23 @@ from automations.state import (
     OwedDigest,
     StateStore,
 )
-from notifiers import Message, Notifier, SendResult, TemplateError, default_message, render
+from notifiers import (
+    Message,
+    Notifier,
+    SendResult,
+    TemplateError,
+    default_message,
+    render_field,
+)
 
-__all__ = ["DIGEST_STATE", "GroupingStage", "NotifyGrouping", "alert_labels", "render_digest"]
+__all__ = [
+    "DIGEST_STATE",
+    "GroupingStage",
+    "NotifyGrouping",
+    "alert_labels",
+    "render_digest",
+    "render_digest_or_default",
+]
 
 log = structlog.get_logger("runbell.grouping")
 
@@ -335,11 +351,11 @@ class NotifyGrouping:
         context = job.firing.context.get("digest")
         if not isinstance(context, Mapping):
             return SendResult.failed(channel.target, "digest firing without a digest context")
-        try:
-            message = await asyncio.to_thread(render_digest, action, context, self.max_listed)
-        except TemplateError as exc:
-            return SendResult.failed(channel.target, f"template: {exc}")
-        return await channel.send(message, idempotency_key=job.key)
+        rendered = await asyncio.to_thread(
+            render_digest_or_default, action, context, self.max_listed
+        )
+        result = await channel.send(rendered.message, idempotency_key=job.key)
+        return with_fallback_note(result, rendered.template_failed)
 
 
 def render_digest(
@@ -348,9 +364,39 @@ def render_digest(
     """The digest message: the action's templates over digest context, else the default.
 
     Blocking (templates run with a time limit): call it from a worker thread.
+    Raises ``TemplateError``.
     """
-    subject = render(action.subject, context) if action.subject else _default_subject(context)
-    body = render(action.body, context) if action.body else _default_body(context, max_listed)
+    subject = _default_subject(context)
+    if action.subject:
+        subject = render_field(action.subject, context, where="subject")
+    body = _default_body(context, max_listed)
+    if action.body:
+        body = render_field(action.body, context, where="body")
+    return _digest_message(context, subject, body)
+
+
+def render_digest_or_default(
+    action: NotifyAction, context: Mapping[str, Any], max_listed: int = MAX_LISTED
+) -> Rendered:
+    """``render_digest``, or the default digest when a template fails or renders a blank
+    subject or body (as a notify falls back to its default message). Blocking."""
+    try:
+        message = render_digest(action, context, max_listed)
+    except TemplateError as exc:
+        failed = str(exc)
+    else:
+        fields = (("subject", message.subject), ("body", message.body))
+        blank = [name for name, text in fields if not text.strip()]
+        if not blank:
+            return Rendered(message)
+        failed = f"{' and '.join(blank)} rendered empty"
+    default = _digest_message(
+        context, _default_subject(context), _default_body(context, max_listed)
+    )
+    return Rendered(default, failed)
+
+
+def _digest_message(context: Mapping[str, Any], subject: str, body: str) -> Message:
     attributes = {"automation": str(context.get("automation", ""))}
     if context.get("status") == "resolved":
         attributes["resolved"] = "true"

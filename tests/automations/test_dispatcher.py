@@ -136,18 +136,18 @@ async def test_non_retryable_failure_is_recorded_once(state: StateStore) -> None
     assert (row.status, row.attempts) == ("dead", 1)
 
 
-async def test_template_error_fails_that_action_only(state: StateStore) -> None:
-    """A template that fails to render dead-letters its action with the reason; others go out."""
+async def test_template_error_sends_the_default_message(state: StateStore) -> None:
+    """A notify template that fails to render sends the default message instead (issue 11:
+    an alert is never lost to its template), saying so in the attempt; others go out as written."""
     clock, team = FakeClock(), RecordingNotifier()
-    await owe(state, clock, subject="{{ 1 / 0 }}")
+    broken = await owe(state, clock, subject="{{ 1 / 0 }}")
     await owe(state, clock, subject="fine")
     dispatcher = Dispatcher(state, {"team": team}, clock, policy=POLICY)
     assert await dispatcher.dispatch_due() == 2
-    assert [m.subject for m in team.messages] == ["fine"]
-    dead = await state.outbox(status="dead")
-    assert len(dead) == 1
-    assert dead[0].last_error is not None
-    assert dead[0].last_error.startswith("template:")
+    assert sorted(m.subject for m in team.messages) == ["Flow run 'flow-run.1' failed", "fine"]
+    assert await state.outbox(status="dead") == []
+    [attempt] = await state.attempts(broken)
+    assert attempt.reason.startswith("template failed (subject: render failed: ZeroDivisionError")
 
 
 async def test_default_message_says_what_and_where(state: StateStore) -> None:

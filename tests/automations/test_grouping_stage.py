@@ -315,6 +315,38 @@ async def test_a_digest_renders_custom_templates_with_the_digest_context(tmp_pat
         await made.state.engine.dispose()
 
 
+@pytest.mark.parametrize(
+    ("templates", "why"),
+    [
+        ('        body: "{{ nope }}"\n', "body: undefined: 'nope' is undefined"),
+        ("        body: \"{{ 'x' | center(10 ** 7) }}\"\n", "body: sandbox violation: center"),
+        ('        subject: "{{ group_labels.missing }}"\n', "subject rendered empty"),
+    ],
+)
+async def test_a_digest_whose_template_fails_sends_the_default_digest(
+    tmp_path: Path, templates: str, why: str
+) -> None:
+    """A digest template that fails or renders blank sends the default digest, and says so."""
+    text = FAILURES.replace(
+        "        repeat_interval: 4h\n", "        repeat_interval: 4h\n" + templates
+    )
+    made = await rig(tmp_path, text)
+    try:
+        await fire(made, "x")
+        await made.dispatcher.dispatch_due()
+        await made.clock.advance(timedelta(minutes=1))
+        await made.dispatcher.dispatch_due()
+        [message] = made.team.messages
+        assert message.subject == "[FIRING:1] production-failures deployment=etl"
+        assert message.body.startswith("1 firing, 0 resolved")
+        [row] = await made.state.outbox(status="sent")
+        [attempt] = await made.state.attempts(row.id)
+        assert attempt.reason.startswith(f"template failed ({why}")
+        assert attempt.reason.endswith("; sent the default message: delivered")
+    finally:
+        await made.state.engine.dispose()
+
+
 async def test_a_failed_digest_is_retried_under_the_same_key(failures: Rig) -> None:
     """A digest takes the normal path: a retryable failure is retried with the same key."""
     await fire(failures, "a")

@@ -116,10 +116,7 @@ def test_runaway_template_is_stopped_by_the_timeout() -> None:
 
 def test_runaway_loop_over_data_is_stopped_too() -> None:
     """The timeout also stops loops that do not use range()."""
-    source = (
-        "{% for a in s %}{% for b in s %}{% for c in s %}{{ c }}"
-        "{% endfor %}{% endfor %}{% endfor %}"
-    )
+    source = "{% for a in s %}{% for b in s %}{% for c in s %}{% endfor %}{% endfor %}{% endfor %}"
     with pytest.raises(TemplateError, match="timed out"):
         render(source, {"s": "x" * 1000}, timeout=0.5)
 
