@@ -273,12 +273,12 @@ def replay_events(
 
 
 def _dry_run(automation: Automation, firing: Firing) -> list[dict[str, Any]]:
-    """What each of the firing's actions would do: a notify's message, rendered as it
-    would be sent (or the template's error); the other actions as configured."""
+    """What each of the firing's actions would do: a notify's message as it would be
+    sent (the default message, and why, when its template fails); the other actions
+    as configured."""
     from automations.delivery.actions.context import template_context
-    from automations.delivery.actions.notify import render_message
+    from automations.delivery.actions.notify import render_or_default
     from automations.spec import NotifyAction
-    from notifiers import TemplateError
 
     resolved = firing.state == "resolved"
     context = template_context(firing)
@@ -286,13 +286,16 @@ def _dry_run(automation: Automation, firing: Firing) -> list[dict[str, Any]]:
     for action in automation.actions_on_resolve if resolved else automation.actions:
         entry: dict[str, Any] = {"type": action.type}
         if isinstance(action, NotifyAction):
-            entry["channel"] = action.channel
-            try:
-                message = render_message(action, context, resolved=resolved)
-            except TemplateError as exc:
-                entry["error"] = f"template: {exc}"
-            else:
-                entry |= {"subject": message.subject, "body": message.body}
+            # What would be sent: a template that fails or renders blank falls back to
+            # the default message, and the line says why, as the attempt record would.
+            rendered = render_or_default(action, context, resolved=resolved)
+            entry |= {
+                "channel": action.channel,
+                "subject": rendered.message.subject,
+                "body": rendered.message.body,
+            }
+            if rendered.template_failed is not None:
+                entry["template_failed"] = rendered.template_failed
         else:
             entry["action"] = action.model_dump(mode="json", exclude_none=True)
         out.append(entry)

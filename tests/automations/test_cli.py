@@ -250,6 +250,9 @@ automations:
       - type: notify
         channel: team
         subject: "Run {{ event.resource['resource.name'] }} failed"
+      - type: notify
+        channel: team
+        body: "{{ event.resource['state-message'] }}"
       - type: do-nothing
 """
     )
@@ -284,5 +287,8 @@ automations:
     assert first["muted"] is None
     assert first["actions"][0]["subject"] == "Run first failed"
     assert first["actions"][0]["body"].startswith("Flow run 'first' failed.")
-    assert first["actions"][1] == {"type": "do-nothing", "action": {"type": "do-nothing"}}
+    assert "template_failed" not in first["actions"][0]
+    assert first["actions"][1]["template_failed"] == "body rendered empty"  # no state message
+    assert first["actions"][1]["body"].startswith("Flow run 'first' failed.")  # the default
+    assert first["actions"][2] == {"type": "do-nothing", "action": {"type": "do-nothing"}}
     assert second["muted"] == "cooldown"
