@@ -258,6 +258,8 @@ def runbell_serve(
         "RUNBELL_BUS": bus_url,
         "RUNBELL_DATABASE_URL": database_url,
         "HOOK_URL": hook_url,
+        # A line per delivery is info since 2026-12; the figures before it had none.
+        "RUNBELL_LOG_LEVEL": "warning",
         **(extra_env or {}),
     }
     cmd = [

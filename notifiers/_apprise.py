@@ -221,6 +221,8 @@ class AppriseNotifier:
         Other schemes have no slot for it and ignore it.
         """
         started = time.perf_counter()
+        if not message.body.strip():  # Apprise refuses it; a retry would refuse it again
+            return self._failed(started, "the message body is empty", retryable=False)
         target = self._keyed_apprise(idempotency_key) if self._keyed else self._apprise
         try:
             return await asyncio.wait_for(

@@ -452,10 +452,10 @@ class Dispatcher:
             "latency_ms": round(result.latency_ms, 1),
         }
         if result.ok:
-            # Debug: one line per delivery cost the service ~5 % of its CPU at 1,000/s
-            # (render + a write per line); each attempt is recorded in delivery_attempts
-            # and in the automation.action.* trail. Failures stay warnings.
-            log.debug("action_delivered", **fields)
+            # Info, so that a new user sees sends at the default level. One line per
+            # delivery costs ~5 % of a core at 1,000/s (render + a write per line):
+            # `--log-level warning` (RUNBELL_LOG_LEVEL) drops it, as the benches do.
+            log.info("action_delivered", **fields)
         else:
             log.warning(
                 "action_failed",

@@ -67,6 +67,19 @@ async def test_client_error_is_not_retryable(http_receiver: HttpReceiver) -> Non
     assert (result.ok, result.retryable, result.status_code) == (False, False, 404)
 
 
+@pytest.mark.parametrize("body", ["", "  \n "])
+async def test_an_empty_body_is_refused_once_not_retried(
+    http_receiver: HttpReceiver, body: str
+) -> None:
+    """Apprise refuses an empty body; no retry can change that, so it is not retryable."""
+    result = await AppriseNotifier(json_url(http_receiver)).send(
+        Message("s", body), idempotency_key="k"
+    )
+    assert (result.ok, result.retryable) == (False, False)
+    assert "empty" in result.reason
+    assert http_receiver.requests == []
+
+
 async def test_too_many_requests_is_retryable(http_receiver: HttpReceiver) -> None:
     """A 429 answer is retryable."""
     http_receiver.script("/hook", Reply(status=429, headers={"Retry-After": "7"}))
