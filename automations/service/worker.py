@@ -39,9 +39,11 @@ successor wait out the lease, or let a stalled owner lose it mid-send. Further
 workers on one SQLite database wait as standbys; on PostgreSQL any number share
 the outbox (rows left 'sending' are owed again after their lease).
 
-``--supervised`` (what ``serve`` passes): the worker stops when its parent is
-gone. Stopping, it stops claiming, finishes and records what is in flight, and
-exits. The service restarts a worker that exits by itself.
+``--supervised-by PID`` (what ``serve`` passes, its own pid): the worker stops when
+that process is no longer its parent, also while it starts or waits for the lock,
+so a worker never outlives its service. Stopping, it stops claiming, finishes and
+records what is in flight, and exits. The service restarts a worker that exits by
+itself.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ POLL_S = 0.002  # SQLite: how often the worker asks whether rows are owed
 _LISTEN_WAKE_S = 1.0  # PostgreSQL: a notification lost with its connection waits this long
 _RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 _HEALTHY_S = 60.0  # a worker that ran this long restarts at the first delay again
+_LOCK_RETRY_S = 0.1  # a standby worker asks for the SQLite delivery lock this often
 _STOP_GRACE = 15.0  # the worker's dispatcher gives in-flight attempts 10 s
 
 
@@ -87,8 +90,8 @@ class DeliveryWorker:
     """The service's side: it starts the worker process, restarts it, stops it."""
 
     def __init__(self, argv: Sequence[str], env: dict[str, str] | None = None):
-        """``argv``: the worker's command line (``--supervised`` is appended)."""
-        self._argv = [*argv, "--supervised"]
+        """``argv``: the worker's command line (``--supervised-by <this pid>`` is appended)."""
+        self._argv = [*argv, "--supervised-by", str(os.getpid())]
         self._env = env
         self._process: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -222,6 +225,21 @@ async def _orphaned(parent: int) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _locked(fd: int, parent: int | None, stop: asyncio.Event) -> bool:
+    """Take the exclusive delivery lock; False if stopped or orphaned while waiting.
+    Tried without blocking, every ``_LOCK_RETRY_S``: a thread blocked in ``flock``
+    could be neither cancelled nor left behind at exit."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            pass
+        if stop.is_set() or (parent is not None and os.getppid() != parent):
+            return False
+        await asyncio.sleep(_LOCK_RETRY_S)
+
+
 async def _run_worker(args: argparse.Namespace, parent: int | None) -> int:
     from automations.delivery.channels import close_all
     from automations.service.settings import Settings
@@ -251,7 +269,9 @@ async def _run_worker(args: argparse.Namespace, parent: int | None) -> int:
     lock_path = Path(url.database + ".delivery.lock") if single and url.database else None
     if lock_path is not None:  # one worker per database: wait for a predecessor
         lock_file = lock_path.open("a")
-        await asyncio.to_thread(fcntl.flock, lock_file.fileno(), fcntl.LOCK_EX)
+        if not await _locked(lock_file.fileno(), parent, stop):
+            lock_file.close()  # stopped, or orphaned, while waiting: nothing was claimed
+            return 0
 
     db = create_engine(
         settings.database_url, **({"pool_size": 1, "max_overflow": 0} if single else {})
@@ -298,20 +318,28 @@ async def _run_worker(args: argparse.Namespace, parent: int | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``runbell deliver`` / ``python -m automations.service.worker``."""
-    parent = os.getppid()  # before anything: the parent may die while this one starts
     parser = argparse.ArgumentParser(prog="python -m automations.service.worker")
     parser.add_argument("--config", action="append", default=[])
     parser.add_argument("--log-json", action="store_true")
     parser.add_argument("--log-level", default="info")
     parser.add_argument(
-        "--supervised", action="store_true", help="stop when the parent process is gone"
+        "--supervised-by",
+        type=int,
+        metavar="PID",
+        help="stop when this process (the worker's parent) is gone",
     )
     args = parser.parse_args(argv)
+    # The supervisor names itself: read here, os.getppid() would already be 1 (or a
+    # subreaper) when the service died while this process was starting, and the
+    # worker would outlive it, holding the database's delivery lock.
+    parent: int | None = args.supervised_by
+    if parent is not None and os.getppid() != parent:
+        return 0  # orphaned before it started: there is no service to deliver for
     import typer
     import uvloop  # installed with uvicorn[standard], as `serve` runs on it
 
     try:
-        return uvloop.run(_run_worker(args, parent if args.supervised else None))
+        return uvloop.run(_run_worker(args, parent))
     except typer.Exit as exc:  # a config problem, printed already
         return int(exc.exit_code)
 

@@ -9,10 +9,12 @@ killed the service starts another that delivers what is owed.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -254,3 +256,47 @@ def test_with_external_delivery_only_a_worker_started_on_its_own_delivers(
         if worker is not None and worker.poll() is None:
             worker.kill()
         server.stop()
+
+
+def _gone(pid: int, timeout: float = 20.0) -> bool:
+    """Whether ``pid`` exits within ``timeout`` (polled, bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{pid}/status")
+        if not status.exists() or "\nState:\tZ" in status.read_text():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_worker_whose_service_died_while_it_started_does_not_outlive_it(
+    tmp_path: Path,
+) -> None:
+    """Orphaned before it ran, or while it waited for the delivery lock: it exits."""
+    database = tmp_path / "runbell.db"
+    env = {**os.environ, "RUNBELL_DATABASE_URL": f"sqlite:///{database}"}
+    worker = [sys.executable, "-m", "automations.service.worker"]
+    # The service named itself, but is no longer the parent (it died before this ran).
+    assert subprocess.run([*worker, "--supervised-by", "1"], env=env, timeout=60).returncode == 0
+
+    # Orphaned while it waits for the lock a predecessor holds (here: this test).
+    with (tmp_path / "runbell.db.delivery.lock").open("a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        service = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import os, subprocess, sys, time\n"
+                f"p = subprocess.Popen({worker!r} + ['--supervised-by', str(os.getpid())])\n"
+                "print(p.pid, flush=True)\n"
+                "time.sleep(120)\n",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert service.stdout is not None
+        pid = int(service.stdout.readline())
+        service.kill()  # as a kill -9 of the service would
+        service.wait(timeout=10)
+        assert _gone(pid), "the orphaned worker is still running"
