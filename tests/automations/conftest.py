@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
+from automations.state import StateStore
+from events.database import create_engine
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -13,3 +17,13 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'state.db'}"
     return str(request.getfixturevalue("fresh_postgres_url"))
+
+
+@pytest.fixture
+async def state(url: str) -> AsyncIterator[StateStore]:
+    """A state store with its tables, on each dialect of ``url``."""
+    engine = create_engine(url)
+    store = StateStore(engine)
+    await store.create_tables()
+    yield store
+    await engine.dispose()

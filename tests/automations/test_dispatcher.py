@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 from uuid import uuid4
-
-import pytest
 
 from automations.delivery.channels import TokenBucket
 from automations.delivery.dispatcher import Dispatcher, RetryPolicy
 from automations.spec import RateLimit
 from automations.state import Firing, Intent, StateStore
 from automations.state.model import as_read
-from events.database import create_engine
 from events.model import Event
 from events.testing import FakeClock
 from notifiers import Message, SendResult
@@ -26,15 +23,6 @@ POLICY = RetryPolicy(
     max_delay=timedelta(seconds=60),
     max_age=timedelta(hours=1),
 )
-
-
-@pytest.fixture
-async def state(url: str) -> AsyncIterator[StateStore]:
-    engine = create_engine(url)
-    store = StateStore(engine)
-    await store.create_tables()
-    yield store
-    await engine.dispose()
 
 
 EVENT = {"event": "flow-run.Failed", "resource": {"resource.id": "flow-run.1"}}

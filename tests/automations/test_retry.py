@@ -4,7 +4,6 @@ and a delivery that finally dies says so in the log."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from uuid import uuid4
 
@@ -16,7 +15,6 @@ from automations.delivery.retry import DEFAULT_SCHEDULE
 from automations.spec import NotifyAction, RetrySpec
 from automations.state import Firing, Intent, StateStore
 from events.clock import Clock
-from events.database import create_engine
 from events.testing import FakeClock
 from notifiers import Message, SendResult
 
@@ -102,15 +100,6 @@ def test_a_stored_retry_without_backoff_keeps_the_schedule() -> None:
 
 
 # --- the dispatcher with the default policy, on the fake clock -----------------------
-
-
-@pytest.fixture
-async def state(url: str) -> AsyncIterator[StateStore]:
-    engine = create_engine(url)
-    store = StateStore(engine)
-    await store.create_tables()
-    yield store
-    await engine.dispose()
 
 
 class Outage:

@@ -4,7 +4,6 @@ sends the default message, and the attempt says so (issue 11 points 2 and 3)."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +11,6 @@ import pytest
 
 from automations.delivery.dispatcher import Dispatcher, RetryPolicy
 from automations.state import StateStore
-from events.database import create_engine
 from events.testing import FakeClock
 from notifiers import AppriseNotifier, Message
 from notifiers.testing import RecordingNotifier
@@ -22,15 +20,6 @@ pytestmark = pytest.mark.timeout(30)
 
 POLICY = RetryPolicy(max_attempts=5, base_delay=timedelta(seconds=1), max_age=timedelta(hours=1))
 DEFAULT_SUBJECT = "Flow run 'flow-run.1' failed"
-
-
-@pytest.fixture
-async def state(url: str) -> AsyncIterator[StateStore]:
-    engine = create_engine(url)
-    store = StateStore(engine)
-    await store.create_tables()
-    yield store
-    await engine.dispose()
 
 
 async def _deliver_until_settled(dispatcher: Dispatcher, clock: FakeClock) -> None:
