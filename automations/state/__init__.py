@@ -6,8 +6,7 @@ batch commit), ``delivery`` (outbox, claims, attempts, pauses, replay), ``groupi
 and ``store`` (:class:`StateStore`, all sides on one database).
 """
 
-from automations.state.store import (
-    PROCESSED_RETENTION,
+from automations.state.model import (
     AttemptRow,
     CheckpointRow,
     Firing,
@@ -20,8 +19,8 @@ from automations.state.store import (
     OwedDigest,
     PausedRow,
     ProcessedRow,
-    StateStore,
 )
+from automations.state.store import PROCESSED_RETENTION, StateStore
 
 __all__ = [
     "PROCESSED_RETENTION",

@@ -26,38 +26,9 @@ from automations.state.delivery import DeliveryState
 from automations.state.engine import EngineState
 from automations.state.grouping import GroupingStore
 from automations.state.handoff import HandoffState
-from automations.state.model import (
-    AttemptRow,
-    CheckpointRow,
-    Firing,
-    FiringRow,
-    GroupingChange,
-    GroupRow,
-    Intent,
-    OutboxRow,
-    Outcome,
-    OwedDigest,
-    PausedRow,
-    ProcessedRow,
-    add_missing_columns,
-)
+from automations.state.model import add_missing_columns
 
-__all__ = [
-    "PROCESSED_RETENTION",
-    "AttemptRow",
-    "CheckpointRow",
-    "Firing",
-    "FiringRow",
-    "GroupRow",
-    "GroupingChange",
-    "Intent",
-    "OutboxRow",
-    "Outcome",
-    "OwedDigest",
-    "PausedRow",
-    "ProcessedRow",
-    "StateStore",
-]
+__all__ = ["PROCESSED_RETENTION", "StateStore"]
 
 
 class StateStore(EngineState, DeliveryState, GroupingStore, HandoffState):
